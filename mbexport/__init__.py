@@ -1,0 +1,32 @@
+"""mbexport: BERT checkpoints to fast, verified ONNX, and a native tokenizer and batcher to run them."""
+
+from __future__ import annotations
+
+from mbexport import _native
+from mbexport.errors import (
+    CatalogError,
+    CheckpointFormatError,
+    CudaUnavailableError,
+    ExportError,
+    MbexportError,
+    ParityError,
+    SourceNotFoundError,
+    UnsafeCheckpointError,
+    VocabError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CatalogError",
+    "CheckpointFormatError",
+    "CudaUnavailableError",
+    "ExportError",
+    "MbexportError",
+    "ParityError",
+    "SourceNotFoundError",
+    "UnsafeCheckpointError",
+    "VocabError",
+    "__version__",
+    "_native",
+]

@@ -1,0 +1,261 @@
+"""The neutral form every checkpoint source produces and every exporter consumes.
+
+``Checkpoint`` = ``BertSpec`` (dimensions, activation, epsilon, which heads exist)
++ a flat ``dict[str, np.ndarray]`` of weights + tokenizer files + provenance.
+
+Weight naming scheme (HF ``BertFor*`` names with the ``bert.`` prefix removed,
+linear weights in PyTorch layout ``[out_features, in_features]``, LayerNorm as
+``weight``/``bias``)::
+
+    embeddings.{word,position,token_type}_embeddings.weight
+    embeddings.LayerNorm.{weight,bias}
+    encoder.layer.{i}.attention.self.{query,key,value}.{weight,bias}
+    encoder.layer.{i}.attention.output.dense.{weight,bias}
+    encoder.layer.{i}.attention.output.LayerNorm.{weight,bias}
+    encoder.layer.{i}.intermediate.dense.{weight,bias}
+    encoder.layer.{i}.output.dense.{weight,bias}
+    encoder.layer.{i}.output.LayerNorm.{weight,bias}
+    pooler.dense.{weight,bias}                                  (optional)
+    cls.predictions.transform.dense.{weight,bias}               (pretraining / MLM)
+    cls.predictions.transform.LayerNorm.{weight,bias}
+    cls.predictions.bias                                        (decoder tied to word embeddings)
+    cls.seq_relationship.{weight,bias}                          (NSP)
+    qa_outputs.{weight,bias}                                    (question answering, [2, H])
+    classifier.{weight,bias}                                    (sequence classification, [L, H])
+
+Sources translate their own names into this scheme with ``canonical_name``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mbexport.errors import CheckpointFormatError, ShapeError
+
+HEADS = ("base", "pretraining", "qa", "classification")
+
+# Activations the exporter can emit; names as in HF configs.
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+
+@dataclass(frozen=True)
+class BertSpec:
+    """Shape and behaviour of a BERT encoder and the heads present in its weights."""
+
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    num_labels: int = 2
+    heads: tuple[str, ...] = ("base",)
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], heads: tuple[str, ...] = ("base",)) -> BertSpec:
+        """Read an HF ``config.json`` or a Google ``bert_config.json`` (same keys)."""
+        try:
+            spec = cls(
+                num_layers=int(config["num_hidden_layers"]),
+                hidden_size=int(config["hidden_size"]),
+                num_heads=int(config["num_attention_heads"]),
+                intermediate_size=int(config["intermediate_size"]),
+                vocab_size=int(config["vocab_size"]),
+                max_position_embeddings=int(config.get("max_position_embeddings", 512)),
+                type_vocab_size=int(config.get("type_vocab_size", 2)),
+                hidden_act=str(config.get("hidden_act", "gelu")),
+                layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+                num_labels=len(config["id2label"]) if "id2label" in config else int(config.get("num_labels", 2)),
+                heads=heads,
+            )
+        except KeyError as missing:
+            raise CheckpointFormatError(
+                f"config is missing {missing}: a BERT config needs num_hidden_layers, hidden_size, "
+                "num_attention_heads, intermediate_size and vocab_size"
+            ) from None
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise CheckpointFormatError(
+                f"config: hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_heads}"
+            )
+        if self.hidden_act not in ACTIVATIONS:
+            raise CheckpointFormatError(
+                f"config: hidden_act {self.hidden_act!r} is not supported; supported: {', '.join(ACTIVATIONS)}"
+            )
+
+    def to_hf_config(self) -> dict[str, Any]:
+        """An HF ``config.json`` for this model (written into every export)."""
+        architectures = {
+            "base": "BertModel",
+            "pretraining": "BertForPreTraining",
+            "qa": "BertForQuestionAnswering",
+            "classification": "BertForSequenceClassification",
+        }
+        config: dict[str, Any] = {
+            "architectures": [architectures[h] for h in self.heads if h != "base"] or ["BertModel"],
+            "model_type": "bert",
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "intermediate_size": self.intermediate_size,
+            "vocab_size": self.vocab_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
+            "hidden_act": self.hidden_act,
+            "layer_norm_eps": self.layer_norm_eps,
+            "hidden_dropout_prob": 0.1,
+            "attention_probs_dropout_prob": 0.1,
+            "initializer_range": 0.02,
+            "pad_token_id": 0,
+            "position_embedding_type": "absolute",
+        }
+        if "classification" in self.heads:
+            config["num_labels"] = self.num_labels
+        return config
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every canonical weight this spec needs (heads included)."""
+        h, i = self.hidden_size, self.intermediate_size
+        shapes: dict[str, tuple[int, ...]] = {
+            "embeddings.word_embeddings.weight": (self.vocab_size, h),
+            "embeddings.position_embeddings.weight": (self.max_position_embeddings, h),
+            "embeddings.token_type_embeddings.weight": (self.type_vocab_size, h),
+            "embeddings.LayerNorm.weight": (h,),
+            "embeddings.LayerNorm.bias": (h,),
+        }
+        for n in range(self.num_layers):
+            p = f"encoder.layer.{n}."
+            for proj in ("query", "key", "value"):
+                shapes[f"{p}attention.self.{proj}.weight"] = (h, h)
+                shapes[f"{p}attention.self.{proj}.bias"] = (h,)
+            shapes[f"{p}attention.output.dense.weight"] = (h, h)
+            shapes[f"{p}attention.output.dense.bias"] = (h,)
+            shapes[f"{p}attention.output.LayerNorm.weight"] = (h,)
+            shapes[f"{p}attention.output.LayerNorm.bias"] = (h,)
+            shapes[f"{p}intermediate.dense.weight"] = (i, h)
+            shapes[f"{p}intermediate.dense.bias"] = (i,)
+            shapes[f"{p}output.dense.weight"] = (h, i)
+            shapes[f"{p}output.dense.bias"] = (h,)
+            shapes[f"{p}output.LayerNorm.weight"] = (h,)
+            shapes[f"{p}output.LayerNorm.bias"] = (h,)
+        if "pretraining" in self.heads:
+            shapes["cls.predictions.transform.dense.weight"] = (h, h)
+            shapes["cls.predictions.transform.dense.bias"] = (h,)
+            shapes["cls.predictions.transform.LayerNorm.weight"] = (h,)
+            shapes["cls.predictions.transform.LayerNorm.bias"] = (h,)
+            shapes["cls.predictions.bias"] = (self.vocab_size,)
+            shapes["cls.seq_relationship.weight"] = (2, h)
+            shapes["cls.seq_relationship.bias"] = (2,)
+        if "qa" in self.heads:
+            shapes["qa_outputs.weight"] = (2, h)
+            shapes["qa_outputs.bias"] = (2,)
+        if "classification" in self.heads:
+            shapes["classifier.weight"] = (self.num_labels, h)
+            shapes["classifier.bias"] = (self.num_labels,)
+        return shapes
+
+
+_RENAMES = (
+    (re.compile(r"^bert\."), ""),
+    (re.compile(r"\.gamma$"), ".weight"),
+    (re.compile(r"\.beta$"), ".bias"),
+)
+
+
+def canonical_name(name: str) -> str:
+    """Map an HF/PyTorch parameter name (any ``BertFor*`` class, old gamma/beta LayerNorm
+    names included) onto the neutral scheme."""
+    for pattern, replacement in _RENAMES:
+        name = pattern.sub(replacement, name)
+    return name
+
+
+def detect_heads(names: set[str]) -> tuple[str, ...]:
+    """Which heads a set of canonical weight names carries (``base`` always)."""
+    heads = ["base"]
+    if "cls.predictions.bias" in names and "cls.seq_relationship.weight" in names:
+        heads.append("pretraining")
+    if "qa_outputs.weight" in names:
+        heads.append("qa")
+    if "classifier.weight" in names:
+        heads.append("classification")
+    return tuple(heads)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint in neutral form, whatever format it came from."""
+
+    spec: BertSpec
+    weights: dict[str, np.ndarray]
+    vocab_file: Path
+    source: str  # what the user named: repo id, path, catalogue name
+    revision: str | None = None
+    weights_sha256: str = ""  # sha256 of the source weight file(s), for the manifest
+    tokenizer_files: dict[str, Path] = field(default_factory=dict)  # extra files to carry (tokenizer_config.json, ...)
+    config: dict[str, Any] = field(default_factory=dict)  # the original config, as read
+
+    def validate(self) -> None:
+        """Check every weight the spec needs is present with the shape the config implies."""
+        for name, shape in self.spec.expected_shapes().items():
+            if name not in self.weights:
+                raise ShapeError(
+                    f"{self.source}: weight {name!r} is missing (the config implies shape {shape}); "
+                    "is this a BERT checkpoint of the architecture its config describes?"
+                )
+            actual = tuple(self.weights[name].shape)
+            if actual != shape:
+                raise ShapeError(
+                    f"{self.source}: weight {name!r} has shape {actual} but the config implies {shape}; "
+                    "the config and weights come from different models"
+                )
+        h = self.spec.hidden_size
+        for name, shape in (("pooler.dense.weight", (h, h)), ("pooler.dense.bias", (h,))):
+            w = self.weights.get(name)
+            if w is not None and tuple(w.shape) != shape:
+                raise ShapeError(f"{self.source}: weight {name!r} has shape {tuple(w.shape)}, expected {shape}")
+
+    @property
+    def has_pooler(self) -> bool:
+        return "pooler.dense.weight" in self.weights
+
+
+def sha256_files(paths: list[Path]) -> str:
+    """One digest over several files, in the given order (sharded weights)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise CheckpointFormatError(f"{path} is missing: the checkpoint needs it next to its weights") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointFormatError(f"{path} is not valid JSON ({e}); re-download or fix the file") from None
+    if not isinstance(data, dict):
+        raise CheckpointFormatError(f"{path} does not hold a JSON object")
+    return data

