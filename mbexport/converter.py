@@ -1,0 +1,126 @@
+"""The convert pipeline: name -> Source -> Checkpoint -> ONNX -> staged export -> parity -> swap in.
+
+``convert`` is the Python face of ``mbexport convert``; the CLI only adds
+progress display and the summary table. Parity runs on the staged files, so an
+export that fails it is never put in place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mbexport.catalog import Source, resolve
+from mbexport.errors import ExportDirError, ParityError
+from mbexport.export import manifest as manifest_mod
+from mbexport.export import writer
+from mbexport.export.build import build_model
+from mbexport.export.heads import HEAD_CONFIGS
+from mbexport.parity import ParityReport, check_parity
+from mbexport.sources import load_checkpoint
+
+# Called with a stage name ("load", "build", "write", "verify", "commit"); returns a context for it.
+StageReporter = Callable[[str], AbstractContextManager[Any]]
+
+
+@dataclass
+class ConvertResult:
+    path: Path
+    head: str
+    flavor: str
+    precision: str
+    bytes: int
+    op_counts: dict[str, int]
+    parity: ParityReport | None
+    seconds: dict[str, float]
+
+
+def export_home() -> Path:
+    """Where exports go without ``--out``: $MBEXPORT_HOME/exports, default ~/.cache/mbexport/exports."""
+    return Path(os.environ.get("MBEXPORT_HOME", Path.home() / ".cache" / "mbexport")) / "exports"
+
+
+def default_out(source: Source, head: str, flavor: str, precision: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", source.label).strip("-").lower()
+    return export_home() / slug / f"{head}-{flavor}-{precision}"
+
+
+def convert(name: str, step: str | None = None, *, out: Path | str | None = None, head: str = "auto",
+            precision: str = "fp32", flavor: str = "fused", parity: bool = True, revision: str | None = None,
+            local: Path | str | None = None, reference: str = "auto") -> Path:
+    """Convert a checkpoint to a verified ONNX export directory and return its path."""
+    return convert_detailed(name, step, out=out, head=head, precision=precision, flavor=flavor, parity=parity,
+                            revision=revision, local=local, reference=reference).path
+
+
+def convert_detailed(name: str, step: str | None = None, *, out: Path | str | None = None, head: str = "auto",
+                     precision: str = "fp32", flavor: str = "fused", parity: bool = True,
+                     revision: str | None = None, local: Path | str | None = None, reference: str = "auto",
+                     stage: StageReporter | None = None) -> ConvertResult:
+    """``convert`` with the figures the CLI shows: sizes, op counts, parity, seconds per stage."""
+    timings: dict[str, float] = {}
+    timed = _timer(stage or (lambda _: nullcontext()), timings)
+    source = resolve(name, step, revision=revision, local=Path(local) if local else None)
+    with timed("load"):
+        checkpoint = load_checkpoint(source)
+    with timed("build"):
+        built = build_model(checkpoint, head=head, flavor=flavor, precision=precision)
+    target = Path(out) if out else default_out(source, built.head.name, flavor, precision)
+    with writer.export_lock(target):
+        writer.recover(target)
+        writer.check_replaceable(target)
+        with writer.staging_dir(target) as staging:
+            with timed("write"):
+                model_files = writer.write_model(built.model, staging)
+                writer.write_tokenizer_files(checkpoint, checkpoint.spec.to_hf_config(), staging)
+            report = None
+            if parity:
+                with timed("verify"):
+                    report = check_parity(staging / writer.MODEL, checkpoint, built.head, precision, reference)
+                if not report.passed:
+                    raise ParityError(f"{source.label}: parity failed, no export written: {report.summary()}")
+            figures = report.to_dict() if report else {"skipped": True}
+            manifest = manifest_mod.build_manifest(checkpoint, built, _source_record(source), model_files, figures)
+            writer.write_json(staging / writer.MANIFEST, manifest)
+            with timed("commit"):
+                writer.commit(staging, target)
+    size = sum(p.stat().st_size for p in target.iterdir())
+    return ConvertResult(target, built.head.name, flavor, precision, size, built.op_counts(), report, timings)
+
+
+def verify_export(export_dir: Path, reference: str = "auto") -> ParityReport:
+    """Re-run parity for an existing export against the source its manifest names (``mbexport parity``)."""
+    manifest = manifest_mod.read_manifest(export_dir)
+    record = manifest["source"]
+    source = Source(label=record["label"], repo_id=record.get("repo_id"), revision=record.get("revision"),
+                    path=Path(record["path"]) if record.get("path") else None)
+    checkpoint = load_checkpoint(source)
+    if manifest.get("weights_sha256") and checkpoint.weights_sha256 != manifest["weights_sha256"]:
+        raise ExportDirError(f"{export_dir}: the source weights changed since the export was made "
+                             f"(sha256 {checkpoint.weights_sha256[:12]} != {manifest['weights_sha256'][:12]}); "
+                             "re-run mbexport convert")
+    head = HEAD_CONFIGS[manifest["head"]]
+    return check_parity(export_dir / writer.MODEL, checkpoint, head, manifest["precision"], reference)
+
+
+def _source_record(source: Source) -> dict[str, Any]:
+    record = asdict(source)
+    record["path"] = str(source.path.resolve()) if source.path else None
+    return record
+
+
+def _timer(stage: StageReporter, timings: dict[str, float]) -> Callable[[str], AbstractContextManager[None]]:
+    @contextmanager
+    def timed(name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        with stage(name):
+            yield
+        timings[name] = time.perf_counter() - start
+
+    return timed

@@ -1,0 +1,1 @@
+"""Export: ONNX graph building (encoder, heads), precision, writing and the manifest."""

@@ -1,0 +1,72 @@
+"""Compose encoder + head into one ONNX model, in a flavor and a precision.
+
+    input_ids, attention_mask, token_type_ids (int64 [batch, sequence])
+      -> encoder (fused contrib ops or portable standard ops)
+      -> head outputs (float32 always: fp16 graphs cast at the end, so callers
+         never see a dtype that depends on the export)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from mbexport.errors import ExportError
+from mbexport.export.encoder import encoder
+from mbexport.export.graph import Graph
+from mbexport.export.heads import HeadConfig, choose_head, output_names
+from mbexport.spec import Checkpoint
+
+FLAVORS = ("fused", "portable")
+PRECISIONS = {"fp32": np.float32, "fp16": np.float16}
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class BuiltModel:
+    model: onnx.ModelProto
+    head: HeadConfig
+    outputs: list[str]
+    flavor: str
+    precision: str
+
+    def op_counts(self) -> dict[str, int]:
+        return dict(Counter(node.op_type for node in self.model.graph.node))
+
+
+def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused",
+                precision: str = "fp32") -> BuiltModel:
+    """Emit the ONNX graph for ``checkpoint`` directly from its spec and weights."""
+    if flavor not in FLAVORS:
+        raise ExportError(f"unknown flavor {flavor!r}; choose one of: {', '.join(FLAVORS)}")
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    checkpoint.validate()
+    config = choose_head(checkpoint, head)
+    spec, weights = checkpoint.spec, checkpoint.weights
+    g = Graph(float_dtype=PRECISIONS[precision])
+
+    hidden = encoder(g, spec, weights, *INPUT_NAMES, fused=flavor == "fused")
+    names = output_names(config, checkpoint)
+    tensors = config.emit(g, spec, weights, hidden)
+    for name, tensor in zip(names, tensors, strict=True):
+        # Every output gets a node of its own name: Cast for fp16, Identity for fp32.
+        if precision == "fp16":
+            g.op("Cast", [tensor], name, to=TensorProto.FLOAT)
+        else:
+            g.op("Identity", [tensor], name)
+
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in INPUT_NAMES]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(config.outputs[n])) for n in names]
+    for output in outputs:  # fixed-size dims ("2") are numbers, not symbols
+        for dim in output.type.tensor_type.shape.dim:
+            if dim.dim_param.isdigit():
+                dim.dim_value = int(dim.dim_param)
+    doc = (f"{checkpoint.source} ({checkpoint.revision or 'no revision'}): BERT {spec.num_layers}L/{spec.hidden_size}H, "
+           f"head {config.name}, {flavor}, {precision}")
+    model = g.model(inputs, outputs, name=f"bert_{config.name}", doc=doc)
+    return BuiltModel(model, config, names, flavor, precision)

@@ -1,0 +1,66 @@
+"""The export manifest (``mbexport.json``): where an export came from and how it was verified."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime
+
+from mbexport.errors import ExportDirError
+from mbexport.export.build import BuiltModel
+from mbexport.export.graph import MS_OPSET, ONNX_OPSET
+from mbexport.spec import Checkpoint, sha256_files
+
+FORMAT_VERSION = 1
+REQUIRED_FILES = ("model.onnx", "config.json", "vocab.txt", "tokenizer_config.json", "mbexport.json")
+
+
+def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, Any], model_files: list[Path],
+                   parity: dict[str, Any]) -> dict[str, Any]:
+    from mbexport import __version__
+
+    spec = checkpoint.spec
+    return {
+        "format_version": FORMAT_VERSION,
+        "mbexport_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "revision": checkpoint.revision,
+        "weights_sha256": checkpoint.weights_sha256,
+        "head": built.head.name,
+        "outputs": built.outputs,
+        "flavor": built.flavor,
+        "precision": built.precision,
+        "opset": {"ai.onnx": ONNX_OPSET, **({"com.microsoft": MS_OPSET} if built.flavor == "fused" else {})},
+        "onnx_version": onnx.__version__,
+        "onnxruntime_version": onnxruntime.__version__,
+        "model": {"layers": spec.num_layers, "hidden": spec.hidden_size, "heads": spec.num_heads,
+                  "intermediate": spec.intermediate_size, "vocab": spec.vocab_size,
+                  "max_position_embeddings": spec.max_position_embeddings, "activation": spec.hidden_act},
+        "op_counts": built.op_counts(),
+        "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_files([p])} for p in model_files},
+        "parity": parity,
+    }
+
+
+def read_manifest(export_dir: Path) -> dict[str, Any]:
+    """Load and check an export directory's manifest; clear errors for anything missing or foreign."""
+    if not export_dir.is_dir():
+        raise ExportDirError(f"{export_dir} is not a directory; pass an export directory written by mbexport convert")
+    missing = [name for name in REQUIRED_FILES if not (export_dir / name).exists()]
+    if missing:
+        raise ExportDirError(f"{export_dir} is missing {', '.join(missing)}; re-run mbexport convert to rebuild it")
+    try:
+        manifest = json.loads((export_dir / "mbexport.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportDirError(f"{export_dir}/mbexport.json is not valid JSON ({e}); re-run mbexport convert") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise ExportDirError(f"{export_dir} was written with manifest format {version!r}, this mbexport reads "
+                             f"{FORMAT_VERSION}; re-run mbexport convert with this version")
+    return manifest
+

@@ -1,0 +1,146 @@
+"""Atomic export directories: stage in a temp dir beside the target, then swap it in.
+
+A convert that fails, is interrupted or is killed (-9) never damages an existing
+export: the new one is built and verified in ``.NAME.tmp-*`` and only then renamed
+into place; the one window between moving the old export aside and the new one in
+is repaired by the next convert (``recover``). An advisory lock (``.NAME.lock``)
+stops two converts writing the same directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from mbexport.errors import ExportError, ExportLockedError
+from mbexport.spec import Checkpoint
+
+MANIFEST = "mbexport.json"
+MODEL = "model.onnx"
+EXTERNAL_DATA = "model.onnx.data"
+# Protobuf caps a message at 2 GiB; beyond this weights go to model.onnx.data.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+@contextmanager
+def export_lock(out: Path) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside ``out`` for the whole convert (released on any exit, even kill)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = out.parent / f".{out.name}.lock"
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExportLockedError(
+                f"another mbexport convert is writing {out} (lock {lock_path}); wait for it or choose another --out"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def recover(out: Path) -> None:
+    """Under the lock: restore an export moved aside by a convert killed mid-swap; drop stale temp dirs."""
+    backups = sorted(out.parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if backups and not out.exists():
+        backups.pop().rename(out)
+    for stale in [*backups, *out.parent.glob(f".{out.name}.tmp-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse to replace a directory that is not an mbexport export (a user's own folder)."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
+        raise ExportError(f"refusing to replace {out}: it exists and is not an mbexport export; "
+                          "choose another --out or remove it")
+
+
+@contextmanager
+def staging_dir(out: Path) -> Iterator[Path]:
+    """A fresh temp dir beside ``out`` (same filesystem, so the final rename is atomic); removed on failure."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def commit(staging: Path, out: Path) -> None:
+    """Swap ``staging`` into ``out``: old export aside, new one in, old one removed."""
+    _fsync_tree(staging)
+    backup = None
+    if out.exists():
+        backup = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+        out.rename(backup)
+    staging.rename(out)
+    _fsync_dir(out.parent)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_model(model: onnx.ModelProto, directory: Path) -> list[Path]:
+    """Write ``model.onnx`` (weights inline, or in ``model.onnx.data`` when over protobuf's limit)."""
+    path = directory / MODEL
+    if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=EXTERNAL_DATA, size_threshold=1024)
+        return [path, directory / EXTERNAL_DATA]
+    path.write_bytes(model.SerializeToString())
+    return [path]
+
+
+def write_tokenizer_files(checkpoint: Checkpoint, config: dict[str, Any], directory: Path) -> None:
+    """config.json, vocab.txt, tokenizer_config.json and special_tokens_map.json, loadable by HF AutoTokenizer."""
+    write_json(directory / "config.json", config)
+    shutil.copyfile(checkpoint.vocab_file, directory / "vocab.txt")
+    tokenizer_config = _read_optional_json(checkpoint.tokenizer_files.get("tokenizer_config.json"))
+    tokenizer_config.setdefault("do_lower_case", _vocab_is_uncased(checkpoint.vocab_file))
+    tokenizer_config.setdefault("model_max_length", checkpoint.spec.max_position_embeddings)
+    tokenizer_config.setdefault("tokenizer_class", "BertTokenizer")
+    write_json(directory / "tokenizer_config.json", tokenizer_config)
+    specials = _read_optional_json(checkpoint.tokenizer_files.get("special_tokens_map.json")) or {
+        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"}
+    write_json(directory / "special_tokens_map.json", specials)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def _read_optional_json(path: Path | None) -> dict[str, Any]:
+    if path is None or not path.exists():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+def _vocab_is_uncased(vocab_file: Path) -> bool:
+    """A vocab without upper-case word pieces (specials aside) belongs to an uncased model."""
+    with open(vocab_file, encoding="utf-8") as f:
+        return not any(t.strip() != t.strip().lower() for t in f if not t.startswith("["))
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.iterdir():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

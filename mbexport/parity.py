@@ -1,0 +1,299 @@
+"""Parity: the export's outputs against a reference forward on the same inputs.
+
+The reference is PyTorch (a fresh transformers model in eval mode, eager
+attention, the checkpoint's own weights) when torch is installed, else an
+independent float64 numpy forward. Only real tokens count: padding positions are
+masked out of every figure.
+
+Tolerances (DESIGN.md): fp32 max |diff| <= 1e-4; fp16 mean cosine >= 0.9999 and
+max |diff| <= 2e-2. Head logits (vocab scores, spans) are compared with the same
+tolerance scaled by the reference's magnitude when that exceeds 1, since their
+absolute size grows with the vocabulary and the model, and must agree on argmax.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mbexport.errors import ParityError
+from mbexport.export.heads import HeadConfig
+from mbexport.spec import BertSpec, Checkpoint
+
+TOLERANCES = {
+    "fp32": {"max_abs": 1e-4, "min_cosine": 0.99999},
+    "fp16": {"max_abs": 2e-2, "min_cosine": 0.9999},
+}
+# Hidden states are held to the absolute bound; logits to a bound scaled by their size.
+ABSOLUTE_OUTPUTS = ("last_hidden_state", "pooler_output")
+MIN_ARGMAX_AGREEMENT = 0.999
+
+# Real text for the second parity batch: several scripts, casing, punctuation, a pair.
+PARITY_TEXTS = [
+    ("The quick brown fox jumps over the lazy dog.", None),
+    ("MultiBERTs: 25 seeds, 28 checkpoints each -- reproducible BERT!", "Is the seed variance large?"),
+    ("Ceci n'est pas une pipe; ça, c'est un modèle.", None),
+    ("東京は日本の首都です。", "Берлин — столица Германии."),
+    ("ΟΔΥΣΣΕΥΣ went home after twenty years", None),
+    ("a", None),
+]
+
+
+Feeds = dict[str, np.ndarray]
+
+
+def random_batch(spec: BertSpec, seed: int = 0, batch: int = 4, seq: int = 24) -> Feeds:
+    """Random ids with right padding of several lengths and both segment ids."""
+    rng = np.random.default_rng(seed)
+    seq = min(seq, spec.max_position_embeddings)
+    ids = rng.integers(1, spec.vocab_size, size=(batch, seq), dtype=np.int64)
+    lengths = [seq, max(1, seq - 5), max(1, seq // 2), 1][:batch]
+    mask = (np.arange(seq)[None, :] < np.array(lengths)[:, None]).astype(np.int64)
+    types = np.zeros_like(ids)
+    if spec.type_vocab_size > 1:
+        for row, length in enumerate(lengths):
+            types[row, length // 2: length] = 1
+    ids[mask == 0] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def text_batch(vocab_dir: Path, spec: BertSpec) -> Feeds:
+    """PARITY_TEXTS through the native WordPiece tokenizer."""
+    from mbexport.tokenizer import WordPieceTokenizer
+
+    tokenizer = WordPieceTokenizer.from_pretrained(vocab_dir)
+    first = [a for a, _ in PARITY_TEXTS]
+    second = [b or "" for _, b in PARITY_TEXTS]
+    encoded = tokenizer(first, second, padding=True, truncation=True,
+                        max_length=min(64, spec.max_position_embeddings), return_tensors="np")
+    feeds = {k: np.asarray(encoded[k], dtype=np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    if spec.type_vocab_size < 2:
+        feeds["token_type_ids"][:] = 0
+    return feeds
+
+
+# --- references ------------------------------------------------------------------------------------
+
+def torch_reference(checkpoint: Checkpoint, head: HeadConfig, batches: list[Feeds]) -> list[dict[str, np.ndarray]]:
+    """Outputs of a fresh transformers model (eval mode, eager attention) holding the same weights."""
+    import torch
+    import transformers
+
+    config = transformers.BertConfig(**checkpoint.spec.to_hf_config())
+    if head.name == "classification":
+        config.num_labels = checkpoint.spec.num_labels
+    model = getattr(transformers, head.reference_class)(config, **_no_pooler(head, checkpoint))
+    prefix = "" if head.reference_class == "BertModel" else "bert."
+    encoder_parts = ("embeddings.", "encoder.", "pooler.")
+    state = {(prefix + k if k.startswith(encoder_parts) else k): torch.from_numpy(np.array(v, dtype=np.float32))
+             for k, v in checkpoint.weights.items()}
+    expected = set(model.state_dict())
+    missing = {k for k in expected - set(state) if not k.endswith(("position_ids", "decoder.weight", "decoder.bias"))}
+    if missing:
+        raise ParityError(f"reference model needs weights the checkpoint lacks: {sorted(missing)[:3]}")
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    if head.name == "pretraining":
+        model.tie_weights()
+    model.set_attn_implementation("eager")
+    model.eval()
+    outputs = []
+    with torch.no_grad():
+        for feeds in batches:
+            result = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+            outputs.append({name: getattr(result, name).float().numpy() for name in head.outputs
+                            if getattr(result, name, None) is not None})
+    return outputs
+
+
+def _no_pooler(head: HeadConfig, checkpoint: Checkpoint) -> dict[str, Any]:
+    return {"add_pooling_layer": False} if head.name == "base" and not checkpoint.has_pooler else {}
+
+
+def numpy_reference(checkpoint: Checkpoint, head: HeadConfig, batches: list[Feeds]) -> list[dict[str, np.ndarray]]:
+    """An independent float64 forward in numpy, for machines without torch."""
+    return [_numpy_forward(checkpoint, head, feeds) for feeds in batches]
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _act(x: np.ndarray, name: str) -> np.ndarray:
+    if name == "relu":
+        return np.maximum(x, 0)
+    if name == "gelu":
+        return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def _ln(x: np.ndarray, w: Mapping[str, np.ndarray], name: str, eps: float) -> np.ndarray:
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * w[name + ".weight"] + w[name + ".bias"]
+
+
+def _numpy_forward(checkpoint: Checkpoint, head: HeadConfig, feeds: Feeds) -> dict[str, np.ndarray]:
+    spec = checkpoint.spec
+    w = {k: v.astype(np.float64) for k, v in checkpoint.weights.items()}
+    ids, mask, types = feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"]
+    batch, seq = ids.shape
+    eps, nh, hs = spec.layer_norm_eps, spec.num_heads, spec.head_size
+
+    def dense(x: np.ndarray, name: str) -> np.ndarray:
+        return x @ w[name + ".weight"].T + w[name + ".bias"]
+
+    x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:seq]
+         + w["embeddings.token_type_embeddings.weight"][types])
+    x = _ln(x, w, "embeddings.LayerNorm", eps)
+    bias = (1.0 - mask[:, None, None, :]) * np.finfo(np.float64).min
+    for i in range(spec.num_layers):
+        p = f"encoder.layer.{i}."
+
+        def heads(name: str, p: str = p) -> np.ndarray:
+            return dense(x, p + "attention.self." + name).reshape(batch, seq, nh, hs).transpose(0, 2, 1, 3)
+
+        scores = heads("query") @ heads("key").transpose(0, 1, 3, 2) / math.sqrt(hs) + bias
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        probs = scores / scores.sum(-1, keepdims=True)
+        context = (probs @ heads("value")).transpose(0, 2, 1, 3).reshape(batch, seq, nh * hs)
+        x = _ln(dense(context, p + "attention.output.dense") + x, w, p + "attention.output.LayerNorm", eps)
+        inner = _act(dense(x, p + "intermediate.dense"), spec.hidden_act)
+        x = _ln(dense(inner, p + "output.dense") + x, w, p + "output.LayerNorm", eps)
+    out: dict[str, np.ndarray] = {"last_hidden_state": x}
+    if "pooler.dense.weight" in w:
+        out["pooler_output"] = np.tanh(dense(x[:, 0], "pooler.dense"))
+    if head.name == "pretraining":
+        t = _ln(_act(dense(x, "cls.predictions.transform.dense"), spec.hidden_act), w,
+                "cls.predictions.transform.LayerNorm", eps)
+        out["prediction_logits"] = t @ w["embeddings.word_embeddings.weight"].T + w["cls.predictions.bias"]
+        out["seq_relationship_logits"] = dense(out["pooler_output"], "cls.seq_relationship")
+    elif head.name == "qa":
+        spans = dense(x, "qa_outputs")
+        out["start_logits"], out["end_logits"] = spans[..., 0], spans[..., 1]
+    elif head.name == "classification":
+        out["logits"] = dense(out["pooler_output"], "classifier")
+    return {k: v for k, v in out.items() if k in head.outputs}
+
+
+# --- comparison ------------------------------------------------------------------------------------
+
+@dataclass
+class OutputParity:
+    name: str
+    max_abs: float
+    mean_abs: float
+    mean_cosine: float
+    min_cosine: float
+    argmax_agreement: float | None
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs <= self.tolerance and (
+            self.argmax_agreement is None or self.argmax_agreement >= MIN_ARGMAX_AGREEMENT)
+
+
+@dataclass
+class ParityReport:
+    reference: str
+    precision: str
+    batches: list[str]
+    outputs: list[OutputParity] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        min_cosine = TOLERANCES[self.precision]["min_cosine"]
+        return all(o.passed and o.mean_cosine >= min_cosine for o in self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "precision": self.precision, "batches": self.batches,
+                "passed": self.passed, "tolerances": TOLERANCES[self.precision],
+                "outputs": {o.name: {k: v for k, v in asdict(o).items() if k != "name"} for o in self.outputs}}
+
+    def summary(self) -> str:
+        worst = max(self.outputs, key=lambda o: o.max_abs / o.tolerance)
+        return (f"{worst.name} max|diff| {worst.max_abs:.2e} (tol {worst.tolerance:.0e}), "
+                f"cosine {min(o.mean_cosine for o in self.outputs):.6f} vs {self.reference}")
+
+
+def _rows(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Rows to compare, float64, padding as NaN: one row per real token for [B, S, X]
+    outputs, one per sequence for [B, S] span logits (padding positions NaN) and [B, X]."""
+    array = array.astype(np.float64)
+    if array.ndim == 3:
+        return array[mask.astype(bool)]
+    if array.shape == mask.shape:
+        return np.where(mask.astype(bool), array, np.nan)
+    return array
+
+
+def compare(name: str, ours: list[np.ndarray], refs: list[np.ndarray], masks: list[np.ndarray],
+            precision: str) -> OutputParity:
+    """Figures for one output over all batches, real tokens only."""
+    diffs, cosines, agreements, peaks = [], [], [], [1.0]
+    for got, ref, mask in zip(ours, refs, masks):
+        a, b = _rows(got, mask), _rows(ref, mask)
+        valid = ~np.isnan(b)
+        diffs.append(np.abs(a - b)[valid])
+        peaks.append(float(np.abs(b[valid]).max()))
+        a0, b0 = np.where(valid, a, 0.0), np.where(valid, b, 0.0)
+        norms = np.linalg.norm(a0, axis=-1) * np.linalg.norm(b0, axis=-1)
+        cosines.append(np.where(norms > 0, (a0 * b0).sum(-1) / np.where(norms > 0, norms, 1.0), 1.0))
+        agreements.append(np.where(valid, a, -np.inf).argmax(-1) == np.where(valid, b, -np.inf).argmax(-1))
+    diff, cosine = np.concatenate(diffs), np.concatenate(cosines)
+    is_hidden = name in ABSOLUTE_OUTPUTS
+    base_tol = TOLERANCES[precision]["max_abs"]
+    return OutputParity(
+        name=name,
+        max_abs=float(diff.max()),
+        mean_abs=float(diff.mean()),
+        mean_cosine=float(cosine.mean()),
+        min_cosine=float(cosine.min()),
+        argmax_agreement=None if is_hidden else float(np.concatenate(agreements).mean()),
+        tolerance=base_tol if is_hidden else base_tol * max(peaks),
+    )
+
+
+def reference_name(use_torch: bool) -> str:
+    if use_torch:
+        import torch
+        import transformers
+
+        return f"torch {torch.__version__} + transformers {transformers.__version__} (eager, eval)"
+    return "numpy float64 forward (torch not installed)"
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_parity(model_path: Path, checkpoint: Checkpoint, head: HeadConfig, precision: str,
+                 reference: str = "auto", providers: list[str] | None = None) -> ParityReport:
+    """Run the export at ``model_path`` and the reference on a random and a real-text batch."""
+    import onnxruntime as ort
+
+    use_torch = torch_available() if reference == "auto" else reference == "torch"
+    batches = [random_batch(checkpoint.spec)]
+    descriptions = ["random ids, right padding, both segments"]
+    batches.append(text_batch(checkpoint.vocab_file, checkpoint.spec))
+    descriptions.append(f"{len(PARITY_TEXTS)} real texts, native tokenizer")
+
+    session = ort.InferenceSession(str(model_path), providers=providers or ["CPUExecutionProvider"])
+    output_names = [o.name for o in session.get_outputs()]
+    ours = [dict(zip(output_names, session.run(None, feeds))) for feeds in batches]
+    refs = (torch_reference if use_torch else numpy_reference)(checkpoint, head, batches)
+
+    report = ParityReport(reference_name(use_torch), precision, descriptions)
+    masks = [feeds["attention_mask"] for feeds in batches]
+    for name in output_names:
+        report.outputs.append(compare(name, [o[name] for o in ours], [r[name] for r in refs], masks, precision))
+    return report
