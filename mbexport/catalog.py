@@ -91,24 +91,17 @@ class Source:
 
     @property
     def slug(self) -> str:
-        """A file-system-safe name for this checkpoint (default export directory name)."""
-        if self.repo_id:
-            base = self.repo_id.split("/", 1)[1] if self.repo_id.startswith(("google/", "google-bert/")) else (
-                self.repo_id.replace("/", "--")
-            )
-            if self.revision:
-                base += "-" + self.revision
-        else:
-            assert self.path is not None  # a Source always has one of the two
-            base = self.path.name.removesuffix(".ckpt") or "checkpoint"
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", base)
+        """A file-system-safe name for this checkpoint: its label, lowercased, runs of other
+        characters as ``-`` (``MultiBERTs seed_1 step_200k`` -> ``multiberts-seed_1-step_200k``).
+        Exports without ``--out`` live under ``<export home>/<slug>/``."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.label).strip("-").lower() or "checkpoint"
 
 
 @dataclass(frozen=True)
 class CatalogEntry:
     """One published checkpoint, as ``mbexport list`` shows it."""
 
-    family: str  # "MultiBERTs", "MultiBERTs intermediate", "EarlyBERTs", "Google BERT"
+    family: str  # "MultiBERTs", "MultiBERTs intermediate", "MultiBERTs init", "EarlyBERTs", "Google BERT"
     name: str  # the canonical spelling: "seed_1 step_200k", "earlyberts-seed1 step7000", ...
     repo_id: str
     revision: str | None = None
@@ -256,7 +249,9 @@ def resolve(
 
     path = _as_path(text)
     if path is None and _looks_like_path(text):
-        raise SourceNotFoundError(f"{text} does not exist: give an existing checkpoint directory or TF checkpoint prefix")
+        raise SourceNotFoundError(
+            f"{text} does not exist: give an existing checkpoint directory or TF checkpoint prefix"
+        )
     if path is not None:
         if step is not None:
             raise CatalogError(f"{text} is a local path: a step applies only to MultiBERTs and EarlyBERTs names")
@@ -305,7 +300,9 @@ def _resolve_name(text: str, step: str | None, revision: str | None) -> Source:
         return Source(label, head, revision)
     if head.lower().startswith(("multibert", "earlybert", "google/multibert", "personads/")):
         raise CatalogError(f"cannot parse checkpoint name {text!r}: {_GRAMMAR}")
-    raise CatalogError(f"{text!r} is neither a catalogue name, an HF repo id (org/name) nor an existing path: {_GRAMMAR}")
+    raise CatalogError(
+        f"{text!r} is neither a catalogue name, an HF repo id (org/name) nor an existing path: {_GRAMMAR}"
+    )
 
 
 _GRAMMAR = (
@@ -336,14 +333,12 @@ def entries() -> list[CatalogEntry]:
     return out
 
 
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
 def local_status(entry: CatalogEntry | Source, export_root: Path | None = None) -> LocalStatus:
-    """Whether ``entry`` is in the HF cache (config + a weight file, no network) and/or exported
-    under ``export_root`` (a directory ``export_root/<slug>`` holding ``mbexport.json``)."""
+    """Whether ``entry`` is in the HF cache (config + a weight file; no network) and/or exported
+    under ``export_root`` (``export_root/<slug>/mbexport.json`` or ``export_root/<slug>/*/mbexport.json``)."""
     from huggingface_hub import try_to_load_from_cache
 
+    from mbexport.sources.hf_dir import WEIGHT_FILES
     from mbexport.sources.hub import hub_cache_dir
 
     source = entry.source if isinstance(entry, CatalogEntry) else entry
@@ -355,10 +350,12 @@ def local_status(entry: CatalogEntry | Source, export_root: Path | None = None) 
             found = try_to_load_from_cache(source.repo_id, filename, cache_dir=cache_dir, revision=source.revision)
             return isinstance(found, str)
 
-        cached = hit("config.json") and any(hit(f) for f in _WEIGHT_FILES)
+        cached = hit("config.json") and any(hit(f) for f in WEIGHT_FILES)
     export_dir = None
     if export_root is not None:
-        candidate = Path(export_root) / source.slug
-        if (candidate / "mbexport.json").is_file():
-            export_dir = candidate
+        root = Path(export_root) / source.slug
+        manifests = [root / "mbexport.json"] if (root / "mbexport.json").is_file() else []
+        if not manifests and root.is_dir():  # one export per head/flavor/precision below the slug
+            manifests = sorted(root.glob("*/mbexport.json"))
+        export_dir = manifests[0].parent if manifests else None
     return LocalStatus(cached=cached, export_dir=export_dir)

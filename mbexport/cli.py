@@ -23,7 +23,8 @@ from mbexport.errors import MbexportError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="BERT checkpoints to fast, verified ONNX exports, and embeddings from them.")
 console = Console(stderr=True)
-out_console = Console()
+# Piped output (logs, tests, scripts) gets room for whole names instead of rich's 80 columns.
+out_console = Console(width=None if sys.stdout.isatty() else 160)
 
 STAGE_LABELS = {"load": "Loading checkpoint", "build": "Building ONNX graph", "write": "Writing export",
                 "verify": "Checking parity", "commit": "Moving into place"}

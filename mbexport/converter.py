@@ -8,7 +8,6 @@ export that fails it is never put in place.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -47,8 +46,7 @@ def export_home() -> Path:
 
 
 def default_out(source: Source, head: str, flavor: str, precision: str) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", source.label).strip("-").lower()
-    return export_home() / slug / f"{head}-{flavor}-{precision}"
+    return export_home() / source.slug / f"{head}-{flavor}-{precision}"
 
 
 def convert(name: str, step: str | None = None, *, out: Path | str | None = None, head: str = "auto",

@@ -87,17 +87,20 @@ def torch_reference(checkpoint: Checkpoint, head: HeadConfig, batches: list[Feed
     config = transformers.BertConfig(**checkpoint.spec.to_hf_config())
     if head.name == "classification":
         config.num_labels = checkpoint.spec.num_labels
+    config.tie_word_embeddings = "cls.predictions.decoder.weight" not in checkpoint.weights
     model = getattr(transformers, head.reference_class)(config, **_no_pooler(head, checkpoint))
     prefix = "" if head.reference_class == "BertModel" else "bert."
     encoder_parts = ("embeddings.", "encoder.", "pooler.")
     state = {(prefix + k if k.startswith(encoder_parts) else k): torch.from_numpy(np.array(v, dtype=np.float32))
              for k, v in checkpoint.weights.items()}
     expected = set(model.state_dict())
+    if "cls.predictions.bias" in state:  # one MLM output bias, whichever name the model class reads
+        state.setdefault("cls.predictions.decoder.bias", state["cls.predictions.bias"])
     missing = {k for k in expected - set(state) if not k.endswith(("position_ids", "decoder.weight", "decoder.bias"))}
     if missing:
         raise ParityError(f"reference model needs weights the checkpoint lacks: {sorted(missing)[:3]}")
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    if head.name == "pretraining":
+    if head.name == "pretraining" and config.tie_word_embeddings:
         model.tie_weights()
     model.set_attn_implementation("eager")
     model.eval()
@@ -169,7 +172,8 @@ def _numpy_forward(checkpoint: Checkpoint, head: HeadConfig, feeds: Feeds) -> di
     if head.name == "pretraining":
         t = _ln(_act(dense(x, "cls.predictions.transform.dense"), spec.hidden_act), w,
                 "cls.predictions.transform.LayerNorm", eps)
-        out["prediction_logits"] = t @ w["embeddings.word_embeddings.weight"].T + w["cls.predictions.bias"]
+        decoder = w.get("cls.predictions.decoder.weight", w["embeddings.word_embeddings.weight"])
+        out["prediction_logits"] = t @ decoder.T + w["cls.predictions.bias"]
         out["seq_relationship_logits"] = dense(out["pooler_output"], "cls.seq_relationship")
     elif head.name == "qa":
         spans = dense(x, "qa_outputs")

@@ -155,8 +155,10 @@ def test_slugs_are_distinct_and_file_safe() -> None:
     slugs = [e.source.slug for e in entries()]
     assert len(set(slugs)) == len(slugs)
     assert resolve("seed_1 step_200k").slug == "multiberts-seed_1-step_200k"
-    assert resolve("earlyberts-seed1 step7000").slug == "personads--earlyberts-seed1-step7000"
-    assert resolve("bert-base-uncased").slug == "bert-base-uncased"
+    assert resolve("seed_1").slug == "multiberts-seed_1"
+    assert resolve("earlyberts-seed1 step7000").slug == "earlyberts-seed1-step7000"
+    assert resolve("bert-base-uncased").slug == "google-bert-bert-base-uncased"
+    assert resolve("org/model", revision="v1").slug == "org-model-v1"
     assert all("/" not in s for s in slugs)
 
 
@@ -172,11 +174,15 @@ def test_local_status(tiny_checkpoint, hf_cache, tmp_path: Path, monkeypatch: py
     hf_cache(early.repo_id, src, revision="step7000")
     monkeypatch.setenv("HF_HOME", str(hf_home))
     exports = tmp_path / "exports"
-    (exports / entry.source.slug).mkdir(parents=True)
-    (exports / entry.source.slug / "mbexport.json").write_text("{}")
+    (exports / entry.source.slug / "pretraining-fused-fp32").mkdir(parents=True)
+    (exports / entry.source.slug / "pretraining-fused-fp32" / "mbexport.json").write_text("{}")
+    (exports / "earlyberts-seed1-step7000").mkdir(parents=True)  # an export dir with no manifest: not exported
 
     status = local_status(entry, exports)
-    assert status.cached and status.exported and status.export_dir == exports / "multiberts-seed_1-step_200k"
+    assert status.cached and status.exported
+    assert status.export_dir == exports / "multiberts-seed_1-step_200k" / "pretraining-fused-fp32"
     assert local_status(early, exports) == catalog.LocalStatus(cached=True, export_dir=None)
+    (exports / "earlyberts-seed1-step7000" / "mbexport.json").write_text("{}")
+    assert local_status(early, exports).export_dir == exports / "earlyberts-seed1-step7000"
     other_step = CatalogEntry("EarlyBERTs", "earlyberts-seed1 step8000", "personads/earlyberts-seed1", "step8000")
     assert not local_status(other_step, None).cached

@@ -137,3 +137,15 @@ def test_minilm_real_weights_match_transformers(minilm_dir, tmp_path):
     report = check_parity(save(built.model, tmp_path), checkpoint, built.head, "fp32", reference="torch")
     hidden = next(o for o in report.outputs if o.name == "last_hidden_state")
     assert hidden.max_abs <= 1e-4 and report.passed, report.to_dict()
+
+
+def test_untied_decoder_is_used(tiny_checkpoint, tmp_path):
+    """A checkpoint whose MLM decoder differs from the word embeddings exports its own decoder."""
+    checkpoint = load(tiny_checkpoint(head="pretraining"))
+    embeddings = checkpoint.weights["embeddings.word_embeddings.weight"]
+    checkpoint.weights["cls.predictions.decoder.weight"] = embeddings[::-1].copy()
+    built = build_model(checkpoint, head="pretraining")
+    assert "cls.predictions.decoder.weight" in {i.name for i in built.model.graph.initializer}
+    for reference in ("torch", "numpy"):
+        report = check_parity(save(built.model, tmp_path), checkpoint, built.head, "fp32", reference=reference)
+        assert report.passed, report.to_dict()

@@ -37,16 +37,19 @@ def classifier(g: Graph, w: Weights, pooled: str, name: str) -> str:
 
 
 def masked_lm(g: Graph, spec: BertSpec, w: Weights, hidden: str) -> str:
-    """Transform (dense, activation, LayerNorm) then the decoder tied to the word embeddings.
+    """Transform (dense, activation, LayerNorm) then the decoder, tied to the word embeddings.
 
-    The decoder reads ``embeddings.word_embeddings.weight`` through a Transpose node
-    rather than a transposed copy, so the vocab matrix is stored once.
+    A tied decoder reads ``embeddings.word_embeddings.weight`` through a Transpose node
+    rather than a transposed copy, so the vocab matrix is stored once; an untied one
+    (``cls.predictions.decoder.weight`` present) uses its own matrix.
     """
     p = "cls.predictions.transform."
     x = g.linear(hidden, w[p + "dense.weight"], None, p + "dense")
     x = activation(g, x, w[p + "dense.bias"], spec.hidden_act, p + "dense", fused=False)
     x = layer_norm(g, x, w, p + "LayerNorm", spec.layer_norm_eps)
-    embeddings = g.weight("embeddings.word_embeddings.weight", w["embeddings.word_embeddings.weight"])
+    tied = "cls.predictions.decoder.weight" not in w
+    name = "embeddings.word_embeddings.weight" if tied else "cls.predictions.decoder.weight"
+    embeddings = g.weight(name, w[name])
     decoder = g.op("Transpose", [embeddings], "cls.predictions.decoder/Transpose", perm=[1, 0])
     logits = g.op("MatMul", [x, decoder], "cls.predictions.decoder/MatMul")
     return g.op("Add", [logits, g.weight("cls.predictions.bias", w["cls.predictions.bias"])],

@@ -9,6 +9,7 @@ has no local path, then hands the directory (or TF prefix) to the reader for its
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from types import ModuleType
 
@@ -23,12 +24,11 @@ __all__ = ["load_checkpoint"]
 def _tf_reader() -> ModuleType | None:
     """The TF1 checkpoint reader, or None where this build does not have it yet."""
     try:
-        from mbexport.sources import tf_checkpoint
+        return importlib.import_module("mbexport.sources.tf_checkpoint")
     except ModuleNotFoundError as e:
         if e.name != "mbexport.sources.tf_checkpoint":
-            raise
+            raise  # the reader exists but one of its own imports is missing: say so
         return None
-    return tf_checkpoint
 
 
 def _looks_like_tf(path: Path) -> bool:

@@ -33,7 +33,13 @@ from mbexport.spec import BertSpec, Checkpoint, canonical_name, detect_heads, re
 
 __all__ = ["find_weight_files", "load_hf_dir", "load_safetensors"]
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# In order of preference; the first one present is the one read.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 
 # Buffers and bookkeeping that live in state dicts but are not weights.

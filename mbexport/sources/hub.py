@@ -82,6 +82,11 @@ def weight_patterns(repo_files: list[str]) -> list[str]:
     return []
 
 
+def _brief(error: BaseException) -> str:
+    first = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first[:120]}" if first else type(error).__name__
+
+
 def _where(repo_id: str, revision: str | None) -> str:
     return repo_id if revision is None else f"{repo_id}@{revision}"
 
@@ -102,10 +107,8 @@ def fetch(repo_id: str, revision: str | None = None) -> Path:
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
-        HfHubHTTPError,
         HFValidationError,
         LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -125,7 +128,7 @@ def fetch(repo_id: str, revision: str | None = None) -> Path:
                 )
             )
         except HFValidationError as e:
-            raise SourceNotFoundError(f"{repo_id!r} is not a valid HF repo id ({e})") from None
+            raise SourceNotFoundError(f"{repo_id!r} is not a valid HF repo id ({_brief(e)})") from None
         except (LocalEntryNotFoundError, FileNotFoundError):
             raise _not_cached(repo_id, revision, cache_dir, why) from None
         names = {p.name for p in folder.iterdir()}
@@ -153,13 +156,11 @@ def fetch(repo_id: str, revision: str | None = None) -> Path:
     except RevisionNotFoundError:
         raise SourceNotFoundError(f"{repo_id} has no revision {revision!r}: check the branch, tag or commit") from None
     except HFValidationError as e:
-        raise SourceNotFoundError(f"{repo_id!r} is not a valid HF repo id ({e})") from None
-    except (OfflineModeIsEnabled, HfHubHTTPError, OSError) as e:
-        return from_cache(f"the hub could not be reached ({type(e).__name__})")
-    except Exception as e:  # httpx transport errors (connect, timeout, proxy) vary across versions
-        if not type(e).__module__.startswith(("httpx", "httpcore", "requests", "urllib3", "huggingface_hub")):
+        raise SourceNotFoundError(f"{repo_id!r} is not a valid HF repo id ({_brief(e)})") from None
+    except Exception as e:
+        if not _is_transport_error(e):
             raise
-        return from_cache(f"the hub could not be reached ({type(e).__name__})")
+        return from_cache(f"the hub could not be reached ({_brief(e)})")
 
     patterns = weight_patterns(files)
     if not patterns:
@@ -175,6 +176,21 @@ def fetch(repo_id: str, revision: str | None = None) -> Path:
             allow_patterns=[*METADATA_FILES, *patterns],
             endpoint=_endpoint(),
         )
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
-        raise _not_cached(repo_id, revision, cache_dir, f"the download failed ({type(e).__name__})") from None
+    except Exception as e:
+        if not _is_transport_error(e):
+            raise
+        raise SourceNotFoundError(
+            f"downloading {where} failed ({_brief(e)}): run again to resume, or pass --from PATH with a local copy"
+        ) from None
     return Path(folder)
+
+
+def _is_transport_error(error: BaseException) -> bool:
+    """A failure to talk to the hub (offline mode, HTTP error, connection, timeout, disk), as opposed
+    to a bug: these fall back to the cache or become a one-line SourceNotFoundError."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    if isinstance(error, (OfflineModeIsEnabled, HfHubHTTPError, LocalEntryNotFoundError, OSError)):
+        return True
+    # httpx's transport errors (connect, read, timeout, proxy) do not subclass OSError.
+    return type(error).__module__.startswith(("httpx", "httpcore", "requests", "urllib3"))

@@ -211,13 +211,13 @@ def _load_zip(path: Path) -> Any:
         def load_storage(key: str, storage_type: _StorageType, numel: int) -> _Storage:
             if key not in storages:
                 try:
-                    raw = archive.read(f"{prefix}data/{key}")
+                    info = archive.getinfo(f"{prefix}data/{key}")
                 except KeyError:
                     raise CheckpointFormatError(f"{path}: storage {key} is missing from the archive") from None
                 dtype = storage_type.dtype.newbyteorder(">") if big_endian else storage_type.dtype
-                if len(raw) % dtype.itemsize:
+                if info.file_size % dtype.itemsize:
                     raise CheckpointFormatError(f"{path}: storage {key} has a size that is not whole elements")
-                array = np.frombuffer(raw, dtype=dtype)
+                array = _map_member(path, archive, info, dtype)
                 if big_endian:
                     array = array.astype(storage_type.dtype)
                 storages[key] = _Storage(array, storage_type.bfloat16)
@@ -225,6 +225,22 @@ def _load_zip(path: Path) -> Any:
 
         with archive.open(pickles[0]) as f:
             return _RestrictedUnpickler(io.BytesIO(f.read()), path, load_storage).load()
+
+
+def _map_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, dtype: np.dtype) -> np.ndarray:
+    """A storage's elements: memory-mapped when stored uncompressed (as torch.save writes them),
+    so tensors are copied out of the file once instead of read, then copied."""
+    count = info.file_size // dtype.itemsize
+    if info.compress_type == zipfile.ZIP_STORED and count:
+        with open(path, "rb") as f:
+            f.seek(info.header_offset)
+            local_header = f.read(30)
+        if len(local_header) == 30 and local_header[:4] == b"PK\x03\x04":
+            name_len, extra_len = struct.unpack("<HH", local_header[26:30])
+            start = info.header_offset + 30 + name_len + extra_len
+            if start + info.file_size <= path.stat().st_size:
+                return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=(count,))
+    return np.frombuffer(archive.read(info), dtype=dtype)
 
 
 def _load_legacy(path: Path) -> Any:

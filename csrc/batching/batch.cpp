@@ -1,0 +1,197 @@
+#include "batching/batch.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <string>
+
+namespace mbexport::batching {
+
+Status ValidateSequences(const Sequences& seqs, int64_t total_ids) {
+  if (seqs.count < 0 || (seqs.count > 0 && (seqs.cu == nullptr || seqs.ids == nullptr))) {
+    return Status(StatusCode::kInvalidArgument, "batcher: sequences view is empty or null");
+  }
+  if (seqs.count == 0) return Status::Ok();
+  if (seqs.cu[0] != 0) {
+    return Status(StatusCode::kInvalidArgument,
+                  "batcher: cumulative lengths must start at 0, got " + std::to_string(seqs.cu[0]));
+  }
+  for (int64_t i = 0; i < seqs.count; ++i) {
+    if (seqs.cu[i + 1] <= seqs.cu[i]) {
+      return Status(StatusCode::kInvalidArgument,
+                    "batcher: sequence " + std::to_string(i) +
+                        " is empty or cumulative lengths decrease; every sequence needs [CLS] and [SEP]");
+    }
+  }
+  if (total_ids >= 0 && seqs.cu[seqs.count] != total_ids) {
+    return Status(StatusCode::kInvalidArgument, "batcher: cumulative lengths end at " +
+                                                    std::to_string(seqs.cu[seqs.count]) + " but there are " +
+                                                    std::to_string(total_ids) + " ids");
+  }
+  return Status::Ok();
+}
+
+Status MakePlan(const Sequences& seqs, const PlanOptions& options, Plan* plan) {
+  if (options.max_length == 1 || options.max_length < 0) {
+    return Status(StatusCode::kInvalidArgument, "batcher: max_length must be 0 (no limit) or >= 2, got " +
+                                                    std::to_string(options.max_length));
+  }
+  if (options.batch_tokens < 1 || options.pad_multiple < 1 || options.max_rows < 0 || options.window < 0) {
+    return Status(StatusCode::kInvalidArgument,
+                  "batcher: batch_tokens and pad_multiple must be >= 1, max_rows and window >= 0");
+  }
+  Status status = ValidateSequences(seqs, -1);
+  if (!status.ok()) return status;
+
+  const int64_t n = seqs.count;
+  std::vector<int64_t> length(n);
+  plan->truncated = 0;
+  plan->real_tokens = 0;
+  plan->padded_tokens = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t raw = seqs.cu[i + 1] - seqs.cu[i];
+    length[i] = EffectiveLength(seqs, i, options.max_length);
+    plan->truncated += raw != length[i];
+    plan->real_tokens += length[i];
+  }
+
+  plan->order.resize(n);
+  std::iota(plan->order.begin(), plan->order.end(), int64_t{0});
+  plan->offsets.assign(1, 0);
+  const int64_t window = options.window > 0 ? options.window : std::max<int64_t>(n, 1);
+  for (int64_t w0 = 0; w0 < n; w0 += window) {
+    const int64_t w1 = std::min(n, w0 + window);
+    // Longest first: the first row of a batch fixes its padded length, and the
+    // biggest batch runs first, so an out-of-memory shows at once.
+    std::stable_sort(plan->order.begin() + w0, plan->order.begin() + w1,
+                     [&](int64_t a, int64_t b) { return length[a] > length[b]; });
+    int64_t start = w0;
+    while (start < w1) {
+      int64_t end = start + 1;
+      if (options.packed) {
+        int64_t used = length[plan->order[start]];
+        while (end < w1 && used + length[plan->order[end]] <= options.batch_tokens &&
+               (options.max_rows == 0 || end - start < options.max_rows)) {
+          used += length[plan->order[end]];
+          ++end;
+        }
+        plan->padded_tokens += used;
+      } else {
+        const int64_t padded = RoundUp(length[plan->order[start]], options.pad_multiple);
+        int64_t rows = std::max<int64_t>(1, options.batch_tokens / padded);
+        if (options.max_rows > 0) rows = std::min(rows, options.max_rows);
+        end = std::min(w1, start + rows);
+        plan->padded_tokens += (end - start) * padded;
+      }
+      plan->offsets.push_back(end);
+      start = end;
+    }
+  }
+  return Status::Ok();
+}
+
+Status GatherBatch(const Sequences& seqs, const int64_t* indices, int64_t rows, int64_t max_length, Batch* batch) {
+  if (rows < 0 || (rows > 0 && indices == nullptr)) {
+    return Status(StatusCode::kInvalidArgument, "batcher: batch needs a non-negative row count and indices");
+  }
+  if (max_length == 1 || max_length < 0) {
+    return Status(StatusCode::kInvalidArgument, "batcher: max_length must be 0 (no limit) or >= 2");
+  }
+  batch->indices.assign(indices, indices + rows);
+  batch->cu_seqlens.assign(1, 0);
+  batch->input_ids.clear();
+  batch->token_type_ids.clear();
+  batch->position_ids.clear();
+  batch->max_length = 0;
+  int64_t total = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t i = indices[r];
+    if (i < 0 || i >= seqs.count) {
+      return Status(StatusCode::kInvalidArgument, "batcher: row index " + std::to_string(i) +
+                                                      " outside [0, " + std::to_string(seqs.count) + ")");
+    }
+    const int64_t len = EffectiveLength(seqs, i, max_length);
+    if (len <= 0) return Status(StatusCode::kInvalidArgument, "batcher: sequence " + std::to_string(i) + " is empty");
+    total += len;
+    if (total > INT32_MAX) return Status(StatusCode::kInvalidArgument, "batcher: batch exceeds 2^31 tokens");
+    batch->cu_seqlens.push_back(static_cast<int32_t>(total));
+    batch->max_length = std::max<int32_t>(batch->max_length, static_cast<int32_t>(len));
+  }
+  batch->input_ids.resize(total);
+  batch->token_type_ids.resize(total);
+  batch->position_ids.resize(total);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t i = indices[r];
+    const int64_t begin = seqs.cu[i];
+    const int64_t raw = seqs.cu[i + 1] - begin;
+    const int64_t len = batch->cu_seqlens[r + 1] - batch->cu_seqlens[r];
+    int32_t* ids = batch->input_ids.data() + batch->cu_seqlens[r];
+    int32_t* types = batch->token_type_ids.data() + batch->cu_seqlens[r];
+    // Keep the head and the final token ([SEP]) when truncating.
+    std::memcpy(ids, seqs.ids + begin, sizeof(int32_t) * (len == raw ? len : len - 1));
+    if (len != raw) ids[len - 1] = seqs.ids[begin + raw - 1];
+    if (seqs.type_ids != nullptr) {
+      std::memcpy(types, seqs.type_ids + begin, sizeof(int32_t) * (len == raw ? len : len - 1));
+      if (len != raw) types[len - 1] = seqs.type_ids[begin + raw - 1];
+    } else {
+      std::fill(types, types + len, 0);
+    }
+    std::iota(batch->position_ids.data() + batch->cu_seqlens[r],
+              batch->position_ids.data() + batch->cu_seqlens[r] + len, 0);
+  }
+  return Status::Ok();
+}
+
+void Batch::FillPadded(int32_t pad_multiple, int64_t pad_id, int64_t* input_ids_out, int64_t* attention_mask_out,
+                       int64_t* token_type_ids_out) const {
+  const int64_t width = PaddedLength(pad_multiple);
+  for (int64_t r = 0; r < rows(); ++r) {
+    const int64_t begin = cu_seqlens[r];
+    const int64_t len = cu_seqlens[r + 1] - begin;
+    const int64_t row = r * width;
+    if (input_ids_out != nullptr) {
+      std::copy(input_ids.begin() + begin, input_ids.begin() + begin + len, input_ids_out + row);
+      std::fill(input_ids_out + row + len, input_ids_out + row + width, pad_id);
+    }
+    if (attention_mask_out != nullptr) {
+      std::fill(attention_mask_out + row, attention_mask_out + row + len, 1);
+      std::fill(attention_mask_out + row + len, attention_mask_out + row + width, 0);
+    }
+    if (token_type_ids_out != nullptr) {
+      std::copy(token_type_ids.begin() + begin, token_type_ids.begin() + begin + len, token_type_ids_out + row);
+      std::fill(token_type_ids_out + row + len, token_type_ids_out + row + width, 0);
+    }
+  }
+}
+
+void Batch::FillTokenOffset(int32_t pad_multiple, int32_t* out) const {
+  const int64_t width = PaddedLength(pad_multiple);
+  // Real tokens first (their packed positions), then padding slots numbered after
+  // all real tokens, as onnxruntime's PackedAttention expects.
+  int32_t next_pad = static_cast<int32_t>(tokens());
+  for (int64_t r = 0; r < rows(); ++r) {
+    const int64_t len = cu_seqlens[r + 1] - cu_seqlens[r];
+    int32_t* row = out + r * width;
+    for (int64_t j = 0; j < len; ++j) row[j] = static_cast<int32_t>(cu_seqlens[r] + j);
+  }
+  for (int64_t r = 0; r < rows(); ++r) {
+    const int64_t len = cu_seqlens[r + 1] - cu_seqlens[r];
+    int32_t* row = out + r * width;
+    for (int64_t j = len; j < width; ++j) row[j] = next_pad++;
+  }
+}
+
+Status ScatterRows(const float* rows_in, const int64_t* indices, int64_t rows, int64_t width, int64_t base,
+                   float* out, int64_t out_rows) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t dst = indices[r] - base;
+    if (dst < 0 || dst >= out_rows) {
+      return Status(StatusCode::kInvalidArgument, "batcher: scatter index " + std::to_string(indices[r]) +
+                                                      " outside the output block");
+    }
+    std::memcpy(out + dst * width, rows_in + r * width, sizeof(float) * width);
+  }
+  return Status::Ok();
+}
+
+}  // namespace mbexport::batching
