@@ -17,6 +17,8 @@ from mbexport.errors import (
 
 __version__ = "0.1.0"
 
+from mbexport.converter import convert  # noqa: E402  (needs __version__ for manifests)
+
 __all__ = [
     "CatalogError",
     "CheckpointFormatError",
@@ -28,5 +30,6 @@ __all__ = [
     "UnsafeCheckpointError",
     "VocabError",
     "__version__",
+    "convert",
     "_native",
 ]

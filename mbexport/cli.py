@@ -62,7 +62,7 @@ def convert(
 
 @app.command("list")
 def list_catalog(
-    family: Annotated[Optional[str], typer.Option(help="multiberts | earlyberts | google")] = None,
+    family: Annotated[Optional[str], typer.Option(help="multiberts | earlyberts | google (a prefix of the family)")] = None,
 ) -> None:
     """The checkpoint catalogue, with what is in the HF cache or exported here."""
     from mbexport.catalog import entries, local_status
@@ -73,7 +73,7 @@ def list_catalog(
         table.add_column(column)
     home = export_home()
     for entry in entries():
-        if family and entry.family.lower() != family.lower():
+        if family and not entry.family.lower().startswith(family.lower()):
             continue
         status = local_status(entry, home)
         table.add_row(entry.family, entry.name, entry.repo_id, entry.revision or "main",

@@ -285,7 +285,12 @@ def check_parity(model_path: Path, checkpoint: Checkpoint, head: HeadConfig, pre
     """Run the export at ``model_path`` and the reference on a random and a real-text batch."""
     import onnxruntime as ort
 
+    if reference not in ("auto", "torch", "numpy"):
+        raise ParityError(f"unknown parity reference {reference!r}; choose auto, torch or numpy")
     use_torch = torch_available() if reference == "auto" else reference == "torch"
+    if use_torch and not torch_available():
+        raise ParityError("the torch parity reference needs torch and transformers: "
+                          "pip install 'mbexport[torch]', or use the numpy reference")
     batches = [random_batch(checkpoint.spec)]
     descriptions = ["random ids, right padding, both segments"]
     batches.append(text_batch(checkpoint.vocab_file, checkpoint.spec))

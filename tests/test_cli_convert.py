@@ -15,6 +15,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+from conftest import TINY_CONFIG, write_hf_cache, write_tiny_checkpoint
 
 pytest.importorskip("torch")
 
@@ -27,29 +28,39 @@ def run(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.C
 
 
 def offline_env(hf_home: Path, tmp_path: Path) -> dict[str, str]:
-    return {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "MBEXPORT_HOME": str(tmp_path / "mbhome"),
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    return {"HF_HOME": str(hf_home), "HF_HUB_CACHE": str(hf_home / "hub"), "HF_HUB_OFFLINE": "1",
+            "MBEXPORT_HOME": str(tmp_path / "mbhome"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
 def tree_digest(directory: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
 
 
-@pytest.fixture
-def multiberts_cache(tiny_checkpoint, hf_cache, tmp_path):
+@pytest.fixture(scope="module")
+def multiberts_cache(tmp_path_factory):
     """google/multiberts-seed_1-step_200k (pytorch_model.bin, pretraining heads) in a real HF cache layout."""
-    return hf_cache("google/multiberts-seed_1-step_200k", tiny_checkpoint(head="pretraining", fmt="bin"))
+    root = tmp_path_factory.mktemp("multiberts")
+    src = write_tiny_checkpoint(root / "src", head="pretraining", fmt="bin")
+    return write_hf_cache(root / "hf_home", "google/multiberts-seed_1-step_200k", src)
 
 
-@pytest.fixture
-def existing_export(multiberts_cache, tmp_path):
-    out = tmp_path / "export"
-    result = run("convert", "seed_1", "step_200k", "--out", str(out), env=offline_env(multiberts_cache, tmp_path))
+@pytest.fixture(scope="module")
+def converted(multiberts_cache, tmp_path_factory):
+    """`mbexport convert seed_1 step_200k` run once, offline, through the console script."""
+    out = tmp_path_factory.mktemp("converted") / "export"
+    result = run("convert", "seed_1", "step_200k", "--out", str(out), env=offline_env(multiberts_cache, out.parent))
     assert result.returncode == 0, result.stderr
     return out
 
 
-def test_offline_multiberts_convert_writes_verified_fused_export(existing_export):
+@pytest.fixture
+def existing_export(converted, tmp_path):
+    """A private copy of that export for a test to try to damage."""
+    return shutil.copytree(converted, tmp_path / "export")
+
+
+def test_offline_multiberts_convert_writes_verified_fused_export(converted):
+    existing_export = converted
     files = {p.name for p in existing_export.iterdir()}
     assert files == {"model.onnx", "config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
                      "mbexport.json"}
@@ -187,8 +198,6 @@ def test_second_convert_into_locked_dir_is_refused(existing_export, tiny_checkpo
 
 def test_kill_9_during_convert_leaves_previous_export(existing_export, tiny_checkpoint, tmp_path):
     """SIGKILL while the new export is being staged: the old one stays whole and loadable."""
-    from conftest import TINY_CONFIG
-
     bigger = tiny_checkpoint(head="base", fmt="safetensors",
                              config={**TINY_CONFIG, "hidden_size": 384, "num_attention_heads": 6,
                                      "intermediate_size": 1536, "num_hidden_layers": 6})
@@ -207,3 +216,18 @@ def test_kill_9_during_convert_leaves_previous_export(existing_export, tiny_chec
     assert result.returncode == 0, result.stderr
     assert not list(existing_export.parent.glob(f".{existing_export.name}.tmp-*"))
     assert json.loads((existing_export / "mbexport.json").read_text())["model"]["hidden"] == 384
+
+
+def test_list_shows_catalogue_with_cache_and_export_status(multiberts_cache, converted, tmp_path):
+    env = offline_env(multiberts_cache, tmp_path)
+    home_export = tmp_path / "mbhome" / "exports" / "multiberts-seed_1-step_200k" / "pretraining-fused-fp32"
+    shutil.copytree(converted, home_export)
+    result = run("list", "--family", "multiberts", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.stdout.splitlines()
+            if "google/multiberts-seed_" in line]
+    families = [row[0] for row in rows]
+    assert families.count("MultiBERTs") == 25 and families.count("MultiBERTs intermediate") == 5 * 28
+    local = [row for row in rows if "yes" in row]
+    assert local == [["MultiBERTs intermediate", "seed_1 step_200k", "google/multiberts-seed_1-step_200k", "main",
+                      "yes", "yes"]]

@@ -9,6 +9,8 @@ namespace mbexport::bindings {
 
 // Exception translation: Status codes -> mbexport.errors classes (errors.cpp).
 void RegisterErrors(pybind11::module_& m);
+// Batcher, HostBuffer, CudaStager, cuda_runtime_info, scatter_rows (batching.cpp).
+void RegisterBatching(pybind11::module_& m);
 // Throws the Python exception matching a non-ok status.
 [[noreturn]] void ThrowStatus(const Status& status);
 

@@ -92,7 +92,8 @@ def commit(staging: Path, out: Path) -> None:
 def write_model(model: onnx.ModelProto, directory: Path) -> list[Path]:
     """Write ``model.onnx`` (weights inline, or in ``model.onnx.data`` when over protobuf's limit)."""
     path = directory / MODEL
-    if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+    weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)  # ByteSize() would walk it all
+    if weight_bytes > EXTERNAL_DATA_THRESHOLD:
         onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=EXTERNAL_DATA, size_threshold=1024)
         return [path, directory / EXTERNAL_DATA]

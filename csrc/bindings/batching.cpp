@@ -1,0 +1,304 @@
+// Python face of csrc/batching: Batcher (plan + padded/packed views), HostBuffer,
+// CudaStager, cuda_runtime_info. Shims only; the GIL is released around core calls.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "batching/batch.h"
+#include "batching/buffers.h"
+#include "batching/cuda_runtime.h"
+#include "bindings/bindings.h"
+
+namespace py = pybind11;
+
+namespace mbexport::bindings {
+
+namespace {
+
+using batching::Batch;
+using batching::CudaRuntime;
+using batching::CudaStager;
+using batching::HostBuffer;
+using batching::Plan;
+using batching::PlanOptions;
+using batching::Sequences;
+
+template <typename T>
+using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+void Check(const Status& status) {
+  if (!status.ok()) ThrowStatus(status);
+}
+
+template <typename T>
+py::array_t<T> ToNumpy(const std::vector<T>& v) {
+  py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
+  if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), sizeof(T) * v.size());
+  return out;
+}
+
+const CudaRuntime* LoadCuda(const std::vector<std::string>& paths) {
+  const CudaRuntime* cuda = nullptr;
+  Check(CudaRuntime::Load(paths, &cuda));
+  return cuda;
+}
+
+// Owns a copy of one window's tokens and its plan.
+class PyBatcher {
+ public:
+  PyBatcher(const CArray<int32_t>& ids, const CArray<int64_t>& cu, int64_t max_length, int64_t batch_tokens,
+            int32_t pad_multiple, bool packed, int64_t window, int64_t max_rows, int64_t pad_id,
+            std::optional<CArray<int32_t>> type_ids)
+      : ids_(ids.data(), ids.data() + ids.size()), cu_(cu.data(), cu.data() + cu.size()), pad_id_(pad_id) {
+    if (ids.ndim() != 1 || cu.ndim() != 1 || cu.size() < 1) {
+      ThrowStatus(Status(StatusCode::kInvalidArgument, "Batcher: ids and cu must be 1-D, cu with >= 1 entry"));
+    }
+    if (type_ids) {
+      if (type_ids->size() != ids.size()) {
+        ThrowStatus(Status(StatusCode::kInvalidArgument, "Batcher: type_ids must have the same length as ids"));
+      }
+      types_.assign(type_ids->data(), type_ids->data() + type_ids->size());
+    }
+    options_.max_length = max_length;
+    options_.batch_tokens = batch_tokens;
+    options_.pad_multiple = pad_multiple;
+    options_.packed = packed;
+    options_.window = window;
+    options_.max_rows = max_rows;
+    Status status = batching::ValidateSequences(View(), static_cast<int64_t>(ids_.size()));
+    if (status.ok()) {
+      py::gil_scoped_release release;
+      status = batching::MakePlan(View(), options_, &plan_);
+    }
+    Check(status);
+  }
+
+  Sequences View() const {
+    return Sequences{ids_.data(), cu_.data(), static_cast<int64_t>(cu_.size()) - 1,
+                     types_.empty() ? nullptr : types_.data()};
+  }
+
+  const Batch& Gather(int64_t b) {
+    if (b < 0 || b >= plan_.batches()) throw py::index_error("Batcher: batch " + std::to_string(b) + " out of range");
+    Status status;
+    {
+      py::gil_scoped_release release;
+      status = batching::GatherBatch(View(), plan_.order.data() + plan_.offsets[b],
+                                     plan_.offsets[b + 1] - plan_.offsets[b], options_.max_length, &batch_);
+    }
+    Check(status);
+    return batch_;
+  }
+
+  py::tuple Padded(int64_t b) {
+    const Batch& batch = Gather(b);
+    const py::ssize_t rows = batch.rows(), width = batch.PaddedLength(options_.pad_multiple);
+    py::array_t<int64_t> ids({rows, width}), mask({rows, width}), types({rows, width});
+    int64_t *pi = ids.mutable_data(), *pm = mask.mutable_data(), *pt = types.mutable_data();
+    {
+      py::gil_scoped_release release;
+      batch.FillPadded(options_.pad_multiple, pad_id_, pi, pm, pt);
+    }
+    return py::make_tuple(ToNumpy(batch.indices), ids, mask, types);
+  }
+
+  py::dict Packed(int64_t b) {
+    const Batch& batch = Gather(b);
+    const py::ssize_t rows = batch.rows(), width = batch.PaddedLength(options_.pad_multiple);
+    py::array_t<int32_t> offset({rows, width});
+    batch.FillTokenOffset(options_.pad_multiple, offset.mutable_data());
+    py::dict d;
+    d["indices"] = ToNumpy(batch.indices);
+    d["input_ids"] = ToNumpy(batch.input_ids);
+    d["token_type_ids"] = ToNumpy(batch.token_type_ids);
+    d["position_ids"] = ToNumpy(batch.position_ids);
+    d["cu_seqlens"] = ToNumpy(batch.cu_seqlens);
+    d["max_length"] = batch.max_length;
+    d["token_offset"] = offset;
+    return d;
+  }
+
+  py::tuple Stage(int64_t b, CudaStager& stager) {
+    const Batch& batch = Gather(b);
+    int slot = -1;
+    Status status;
+    {
+      py::gil_scoped_release release;
+      status = stager.Stage(batch, options_.pad_multiple, pad_id_, &slot);
+    }
+    Check(status);
+    return py::make_tuple(ToNumpy(batch.indices), slot);
+  }
+
+  const Plan& plan() const { return plan_; }
+  const PlanOptions& options() const { return options_; }
+
+ private:
+  std::vector<int32_t> ids_;
+  std::vector<int64_t> cu_;
+  std::vector<int32_t> types_;
+  int64_t pad_id_;
+  PlanOptions options_;
+  Plan plan_;
+  Batch batch_;
+};
+
+// Minimal DLPack (v0.8 ABI) so torch/cupy can view staged device arrays without a copy.
+struct DLDevice { int32_t device_type; int32_t device_id; };
+struct DLDataType { uint8_t code; uint8_t bits; uint16_t lanes; };
+struct DLTensor {
+  void* data; DLDevice device; int32_t ndim; DLDataType dtype; int64_t* shape; int64_t* strides; uint64_t byte_offset;
+};
+struct DLManagedTensor { DLTensor dl_tensor; void* manager_ctx; void (*deleter)(DLManagedTensor*); };
+constexpr int32_t kDLCUDA = 2;
+constexpr uint8_t kDLInt = 0;
+
+struct DLContext {
+  int64_t shape[2];
+  py::object owner;  // keeps the stager alive while the view exists
+  DLManagedTensor tensor;
+};
+
+void DeleteDL(DLManagedTensor* t) {
+  py::gil_scoped_acquire gil;
+  delete static_cast<DLContext*>(t->manager_ctx);
+}
+
+py::capsule DLPackOf(py::object stager_obj, int slot, const std::string& which) {
+  CudaStager& stager = stager_obj.cast<CudaStager&>();
+  if (slot < 0 || slot >= stager.slots()) throw py::index_error("CudaStager: slot out of range");
+  void* data = which == "input_ids" ? stager.DeviceInputIds(slot)
+               : which == "attention_mask" ? stager.DeviceAttentionMask(slot)
+               : which == "token_type_ids" ? stager.DeviceTokenTypeIds(slot)
+                                           : nullptr;
+  if (data == nullptr) throw py::value_error("CudaStager: which must be input_ids, attention_mask or token_type_ids");
+  auto* ctx = new DLContext{{stager.Rows(slot), stager.Width(slot)}, stager_obj, {}};
+  ctx->tensor.dl_tensor = DLTensor{data, {kDLCUDA, 0}, 2, {kDLInt, 64, 1}, ctx->shape, nullptr, 0};
+  ctx->tensor.manager_ctx = ctx;
+  ctx->tensor.deleter = DeleteDL;
+  return py::capsule(&ctx->tensor, "dltensor", [](PyObject* cap) {
+    // Called when the capsule dies; a consumer renames it "used_dltensor" and owns the tensor.
+    if (PyCapsule_IsValid(cap, "dltensor")) {
+      auto* t = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
+      t->deleter(t);
+    }
+  });
+}
+
+}  // namespace
+
+void RegisterBatching(py::module_& m) {
+  py::class_<PyBatcher>(m, "Batcher",
+                        "Plans batches over one window of tokenized sequences (packed ids + cumulative lengths)\n"
+                        "and writes each batch's padded or packed tensors. Order is longest first; `indices`\n"
+                        "give each row's position in the window so outputs go back in input order.")
+      .def(py::init<const CArray<int32_t>&, const CArray<int64_t>&, int64_t, int64_t, int32_t, bool, int64_t,
+                    int64_t, int64_t, std::optional<CArray<int32_t>>>(),
+           py::arg("ids"), py::arg("cu"), py::kw_only(), py::arg("max_length") = 0,
+           py::arg("batch_tokens") = batching::kDefaultBatchTokens,
+           py::arg("pad_multiple") = batching::kDefaultPadMultiple, py::arg("packed") = false,
+           py::arg("window") = 0, py::arg("max_rows") = 0, py::arg("pad_id") = 0, py::arg("type_ids") = py::none())
+      .def("__len__", [](const PyBatcher& b) { return b.plan().batches(); })
+      .def_property_readonly("truncated", [](const PyBatcher& b) { return b.plan().truncated; })
+      .def_property_readonly("real_tokens", [](const PyBatcher& b) { return b.plan().real_tokens; })
+      .def_property_readonly("padded_tokens", [](const PyBatcher& b) { return b.plan().padded_tokens; })
+      .def_property_readonly("order", [](const PyBatcher& b) { return ToNumpy(b.plan().order); })
+      .def_property_readonly("offsets", [](const PyBatcher& b) { return ToNumpy(b.plan().offsets); })
+      .def_property_readonly("pad_multiple", [](const PyBatcher& b) { return b.options().pad_multiple; })
+      .def("padded", &PyBatcher::Padded, py::arg("batch"),
+           "(indices, input_ids, attention_mask, token_type_ids): int64, the last three [rows, padded]")
+      .def("packed", &PyBatcher::Packed, py::arg("batch"),
+           "dict: indices, input_ids/token_type_ids/position_ids [tokens] int32, cu_seqlens [rows+1] int32,\n"
+           "max_length, token_offset [rows, padded] int32 (onnxruntime PackedAttention)")
+      .def("stage", &PyBatcher::Stage, py::arg("batch"), py::arg("stager"),
+           "Writes the padded batch into the stager's next pinned slot and copies it to the GPU\n"
+           "asynchronously; returns (indices, slot).");
+
+  py::class_<HostBuffer, std::unique_ptr<HostBuffer>>(m, "HostBuffer", py::buffer_protocol(),
+                                                       "Host memory for staging: page-locked when pinned=True\n"
+                                                       "(needs the CUDA runtime), else 64-byte aligned pageable.")
+      .def(py::init([](size_t nbytes, bool pinned, std::vector<std::string> library_paths) {
+             std::unique_ptr<HostBuffer> out;
+             Check(HostBuffer::Allocate(nbytes, pinned ? LoadCuda(library_paths) : nullptr, &out));
+             return out;
+           }),
+           py::arg("nbytes"), py::arg("pinned") = false, py::arg("library_paths") = std::vector<std::string>{})
+      .def_property_readonly("nbytes", &HostBuffer::size)
+      .def_property_readonly("pinned", &HostBuffer::pinned)
+      .def_property_readonly("ptr", [](const HostBuffer& b) { return reinterpret_cast<uintptr_t>(b.data()); })
+      .def_buffer([](HostBuffer& b) {
+        return py::buffer_info(b.data(), 1, py::format_descriptor<uint8_t>::format(), 1,
+                               {static_cast<py::ssize_t>(b.size())}, {1});
+      });
+
+  py::class_<CudaStager>(m, "CudaStager",
+                         "Double-buffered pinned host -> device staging on one CUDA stream (see buffers.h).")
+      .def(py::init([](int64_t capacity_tokens, int slots, std::vector<std::string> library_paths) {
+             std::unique_ptr<CudaStager> out;
+             Check(CudaStager::Create(LoadCuda(library_paths), capacity_tokens, slots, &out));
+             return out;
+           }),
+           py::arg("capacity_tokens"), py::arg("slots") = 2,
+           py::arg("library_paths") = std::vector<std::string>{})
+      .def_property_readonly("stream_ptr", [](const CudaStager& s) { return reinterpret_cast<uintptr_t>(s.stream()); })
+      .def_property_readonly("slots", &CudaStager::slots)
+      .def_property_readonly("capacity_tokens", &CudaStager::capacity_tokens)
+      .def("device_ptrs",
+           [](const CudaStager& s, int slot) {
+             if (slot < 0 || slot >= s.slots()) throw py::index_error("CudaStager: slot out of range");
+             return py::make_tuple(reinterpret_cast<uintptr_t>(s.DeviceInputIds(slot)),
+                                   reinterpret_cast<uintptr_t>(s.DeviceAttentionMask(slot)),
+                                   reinterpret_cast<uintptr_t>(s.DeviceTokenTypeIds(slot)));
+           })
+      .def("shape", [](const CudaStager& s, int slot) { return py::make_tuple(s.Rows(slot), s.Width(slot)); })
+      .def("synchronize", [](CudaStager& s) {
+        Status status;
+        {
+          py::gil_scoped_release release;
+          status = s.Synchronize();
+        }
+        Check(status);
+      })
+      .def("dlpack", &DLPackOf, py::arg("slot"), py::arg("which") = "input_ids",
+           "A DLPack capsule viewing a staged device array (torch.utils.dlpack.from_dlpack).");
+
+  m.def(
+      "cuda_runtime_info",
+      [](std::vector<std::string> library_paths) {
+        const CudaRuntime* cuda = LoadCuda(library_paths);
+        py::dict d;
+        d["path"] = cuda->path;
+        d["runtime_version"] = cuda->runtime_version;
+        d["driver_version"] = cuda->driver_version;
+        d["device_count"] = cuda->device_count;
+        return d;
+      },
+      py::arg("library_paths") = std::vector<std::string>{},
+      "Loads libcudart (dlopen, once per process) and describes it; CudaUnavailableError says what is missing.");
+
+  m.def(
+      "scatter_rows",
+      [](const CArray<float>& rows, const CArray<int64_t>& indices, py::array_t<float, py::array::c_style> out,
+         int64_t base) {
+        if (rows.ndim() != 2 || out.ndim() != 2 || rows.shape(1) != out.shape(1) || indices.size() != rows.shape(0)) {
+          ThrowStatus(Status(StatusCode::kInvalidArgument, "scatter_rows: shapes disagree"));
+        }
+        float* dst = out.mutable_data();
+        Status status;
+        {
+          py::gil_scoped_release release;
+          status = batching::ScatterRows(rows.data(), indices.data(), rows.shape(0), rows.shape(1), base, dst,
+                                         out.shape(0));
+        }
+        Check(status);
+      },
+      py::arg("rows"), py::arg("indices"), py::arg("out"), py::arg("base") = 0,
+      "out[indices[r] - base] = rows[r]: puts a batch's outputs back in input order.");
+}
+
+}  // namespace mbexport::bindings

@@ -1,0 +1,197 @@
+// Standalone tests of csrc/batching (no Python):
+//   g++ -std=c++17 -O1 -fsanitize=address,undefined -Icsrc tests/native/batching_test.cpp
+//       csrc/batching/*.cpp csrc/common/status.cpp -ldl -o /tmp/batching_test && /tmp/batching_test
+// (tests/test_batching.py compiles and runs it when g++ is present.)
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <set>
+#include <vector>
+
+#include "batching/batch.h"
+#include "batching/buffers.h"
+#include "batching/cuda_runtime.h"
+
+using namespace mbexport;
+using namespace mbexport::batching;
+
+static int failures = 0;
+#define CHECK(cond)                                                  \
+  do {                                                               \
+    if (!(cond)) {                                                   \
+      std::fprintf(stderr, "%s:%d: CHECK(%s)\n", __FILE__, __LINE__, #cond); \
+      ++failures;                                                    \
+    }                                                                \
+  } while (0)
+
+struct Corpus {
+  std::vector<int32_t> ids;
+  std::vector<int64_t> cu{0};
+  void Add(std::vector<int32_t> seq) {
+    ids.insert(ids.end(), seq.begin(), seq.end());
+    cu.push_back(static_cast<int64_t>(ids.size()));
+  }
+  Sequences View() const { return Sequences{ids.data(), cu.data(), static_cast<int64_t>(cu.size()) - 1, nullptr}; }
+};
+
+// [CLS]=101 w... [SEP]=102 with `words` word ids 1000+i.
+static std::vector<int32_t> Seq(int words, int seed) {
+  std::vector<int32_t> s{101};
+  for (int i = 0; i < words; ++i) s.push_back(1000 + seed * 10 + i);
+  s.push_back(102);
+  return s;
+}
+
+static void TestPlanPadded() {
+  Corpus c;
+  const int lens[] = {3, 10, 1, 30, 7, 7, 0, 60};
+  for (int i = 0; i < 8; ++i) c.Add(Seq(lens[i], i));
+  PlanOptions o;
+  o.batch_tokens = 64;
+  o.max_length = 32;
+  Plan p;
+  CHECK(MakePlan(c.View(), o, &p).ok());
+  CHECK(p.truncated == 1);  // 62 tokens > 32
+  // Longest first; each batch rows x padded(first) <= 64 (or one row).
+  CHECK(p.order[0] == 3);  // 32 tokens, ties with the truncated 7: stable
+  CHECK(p.order[1] == 7);
+  CHECK(p.order[7] == 6);
+  std::set<int64_t> seen(p.order.begin(), p.order.end());
+  CHECK(seen.size() == 8);
+  int64_t padded = 0;
+  for (int64_t b = 0; b < p.batches(); ++b) {
+    const int64_t rows = p.offsets[b + 1] - p.offsets[b];
+    const int64_t width = RoundUp(EffectiveLength(c.View(), p.order[p.offsets[b]], 32), 8);
+    CHECK(rows == 1 || rows * width <= 64);
+    padded += rows * width;
+  }
+  CHECK(padded == p.padded_tokens);
+  CHECK(p.offsets.back() == 8);
+}
+
+static void TestPlanPackedAndWindow() {
+  Corpus c;
+  for (int i = 0; i < 10; ++i) c.Add(Seq(i, i));  // lengths 2..11
+  PlanOptions o;
+  o.packed = true;
+  o.batch_tokens = 20;
+  o.window = 4;
+  Plan p;
+  CHECK(MakePlan(c.View(), o, &p).ok());
+  CHECK(p.padded_tokens == p.real_tokens);
+  // Windows [0,4) [4,8) [8,10): no batch crosses a boundary, each window sorted desc.
+  CHECK(p.order[0] == 3 && p.order[3] == 0 && p.order[4] == 7 && p.order[8] == 9);
+  for (int64_t b = 0; b < p.batches(); ++b) {
+    int64_t used = 0;
+    for (int64_t k = p.offsets[b]; k < p.offsets[b + 1]; ++k) used += c.cu[p.order[k] + 1] - c.cu[p.order[k]];
+    CHECK(p.offsets[b + 1] - p.offsets[b] == 1 || used <= 20);
+    CHECK(p.offsets[b] / 4 == (p.offsets[b + 1] - 1) / 4);
+  }
+}
+
+static void TestGatherPaddedPacked() {
+  Corpus c;
+  c.Add(Seq(5, 0));  // 7 tokens
+  c.Add(Seq(0, 1));  // 2 tokens: [CLS] [SEP] (empty text)
+  c.Add(Seq(9, 2));  // 11 tokens -> truncated to 8
+  std::vector<int32_t> types(c.ids.size(), 0);
+  Sequences s = c.View();
+  Batch b;
+  const int64_t idx[] = {2, 0, 1};
+  CHECK(GatherBatch(s, idx, 3, 8, &b).ok());
+  CHECK(b.rows() == 3 && b.max_length == 8 && b.tokens() == 8 + 7 + 2);
+  CHECK(b.input_ids[0] == 101 && b.input_ids[6] == 1025 && b.input_ids[7] == 102);  // head kept, [SEP] last
+  CHECK(b.position_ids[8] == 0 && b.position_ids[14] == 6);
+  const int64_t w = b.PaddedLength(8);
+  CHECK(w == 8);
+  std::vector<int64_t> ids(3 * w, -1), mask(3 * w, -1), tt(3 * w, -1);
+  b.FillPadded(8, 0, ids.data(), mask.data(), tt.data());
+  CHECK(ids[2 * w + 0] == 101 && ids[2 * w + 1] == 102 && ids[2 * w + 2] == 0);
+  CHECK(mask[2 * w + 1] == 1 && mask[2 * w + 2] == 0 && mask[w + 6] == 1 && mask[w + 7] == 0);
+  CHECK(std::accumulate(mask.begin(), mask.end(), int64_t{0}) == b.tokens());
+  CHECK(std::accumulate(tt.begin(), tt.end(), int64_t{0}) == 0);
+  // token_offset: a permutation of [0, rows*w), real tokens map to packed positions.
+  std::vector<int32_t> off(3 * w);
+  b.FillTokenOffset(8, off.data());
+  std::set<int32_t> uniq(off.begin(), off.end());
+  CHECK(uniq.size() == off.size() && *uniq.rbegin() == 3 * w - 1);
+  for (int64_t r = 0; r < 3; ++r)
+    for (int64_t j = 0; j < w; ++j)
+      if (mask[r * w + j]) CHECK(b.input_ids[off[r * w + j]] == ids[r * w + j]);
+  // Pad multiple 1: no padding beyond the longest row.
+  CHECK(b.PaddedLength(1) == 8);
+  // Bad input.
+  const int64_t bad[] = {3};
+  CHECK(GatherBatch(s, bad, 1, 0, &b).code() == StatusCode::kInvalidArgument);
+  std::vector<int64_t> cu_bad{0, 3, 3};
+  Sequences sb{c.ids.data(), cu_bad.data(), 2, nullptr};
+  PlanOptions o;
+  Plan p;
+  CHECK(MakePlan(sb, o, &p).code() == StatusCode::kInvalidArgument);
+  o.max_length = 1;
+  CHECK(MakePlan(s, o, &p).code() == StatusCode::kInvalidArgument);
+}
+
+static void TestScatter() {
+  const float rows[] = {1, 1, 2, 2, 3, 3};
+  const int64_t idx[] = {12, 10, 11};
+  float out[6] = {};
+  CHECK(ScatterRows(rows, idx, 3, 2, 10, out, 3).ok());
+  CHECK(out[0] == 2 && out[2] == 3 && out[4] == 1);
+  const int64_t bad[] = {13};
+  CHECK(!ScatterRows(rows, bad, 1, 2, 10, out, 3).ok());
+}
+
+static void TestBuffersWithoutGpu() {
+  std::unique_ptr<HostBuffer> h;
+  CHECK(HostBuffer::Allocate(1000, nullptr, &h).ok());
+  CHECK(!h->pinned() && h->size() == 1000 && reinterpret_cast<uintptr_t>(h->data()) % 64 == 0);
+  static_cast<char*>(h->data())[999] = 1;
+  h->Release();
+  CHECK(h->released());
+  h->Release();  // idempotent
+  std::unique_ptr<DeviceBuffer> d;
+  CHECK(DeviceBuffer::Allocate(8, nullptr, &d).code() == StatusCode::kCudaUnavailable);
+  std::unique_ptr<CudaStager> st;
+  CHECK(CudaStager::Create(nullptr, 64, 2, &st).code() == StatusCode::kCudaUnavailable);
+  const CudaRuntime* cuda = nullptr;
+  Status s = CudaRuntime::Load({"/nonexistent/libcudart.so.12"}, &cuda);
+  if (s.ok()) {
+    std::printf("CUDA runtime %s, %d device(s): staging round trip\n", cuda->path.c_str(), cuda->device_count);
+    Corpus c;
+    c.Add(Seq(3, 0));
+    c.Add(Seq(20, 1));
+    Batch b;
+    const int64_t idx[] = {1, 0};
+    CHECK(GatherBatch(c.View(), idx, 2, 0, &b).ok());
+    CHECK(CudaStager::Create(cuda, 256, 2, &st).ok());
+    int slot = -1;
+    for (int k = 0; k < 5; ++k) CHECK(st->Stage(b, 8, 0, &slot).ok() && slot == k % 2);
+    CHECK(st->Synchronize().ok());
+    std::vector<int64_t> back(st->Rows(slot) * st->Width(slot));
+    CHECK(cuda->MemcpyAsync(back.data(), st->DeviceInputIds(slot), back.size() * 8, CudaRuntime::kMemcpyDeviceToHost,
+                            st->stream()) == 0);
+    CHECK(st->Synchronize().ok());
+    CHECK(back[0] == 101 && back[21] == 102 && back[24] == 101);
+  } else {
+    CHECK(s.code() == StatusCode::kCudaUnavailable);
+    CHECK(s.message().find("/nonexistent/libcudart.so.12") != std::string::npos ||
+          s.message().find("no usable GPU") != std::string::npos);
+    CHECK(cuda == nullptr);
+    std::printf("no CUDA (expected on CPU machines): %s\n", s.message().substr(0, 80).c_str());
+  }
+}
+
+int main() {
+  TestPlanPadded();
+  TestPlanPackedAndWindow();
+  TestGatherPaddedPacked();
+  TestScatter();
+  TestBuffersWithoutGpu();
+  if (failures) {
+    std::fprintf(stderr, "%d check(s) failed\n", failures);
+    return 1;
+  }
+  std::printf("batching_test: all checks passed\n");
+  return 0;
+}
