@@ -112,6 +112,61 @@ def info(export_dir: Annotated[Path, typer.Argument(help="an export directory")]
     out_console.print_json(json.dumps(read_manifest(export_dir)))
 
 
+@app.command()
+def embed(
+    export_dir: Annotated[Path, typer.Argument(help="an export directory (mbexport convert ... --head base)")],
+    input_path: Annotated[str, typer.Argument(metavar="INPUT", help=".txt (a text per line), .jsonl, or - for stdin")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output .npy (rows in input order) or .jsonl (id + embedding)")],
+    field: Annotated[Optional[str], typer.Option(help="JSONL field holding the text (default: text)")] = None,
+    pooling: Annotated[str, typer.Option(help="cls | mean | pooler")] = "cls",
+    normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="L2-normalize each vector")] = False,
+    max_length: Annotated[Optional[int], typer.Option(help="truncate texts to this many tokens (default: the model's)")] = None,
+    batch_tokens: Annotated[Optional[int], typer.Option(help="padded tokens per batch (default: 4096 CPU, 65536 CUDA)")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: all cores)")] = None,
+    skip_bad_lines: Annotated[bool, typer.Option("--skip-bad-lines", help="skip (and count) lines that are not UTF-8/JSON")] = False,
+) -> None:
+    """Embed every text of INPUT into --out; the output appears only when complete."""
+    import collections
+    import time
+
+    from mbexport.runtime import Embedder
+    from mbexport.runtime.files import AtomicOutput, ReadCounts, read_texts
+
+    embedder = Embedder(export_dir, device=device, pooling=pooling, normalize=normalize, max_length=max_length,
+                        batch_tokens=batch_tokens, threads=threads)
+    counts = ReadCounts()
+    ids: collections.deque = collections.deque()
+
+    def texts() -> Iterator[str]:
+        for record_id, text in read_texts(input_path, field, skip_bad_lines, counts):
+            ids.append(record_id)
+            yield text
+
+    stats = embedder.stats
+    started = time.perf_counter()
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,.0f} texts"),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
+                        disable=not console.is_terminal)
+    with AtomicOutput(out, embedder.hidden_size) as writer, progress:
+        task = progress.add_task("Embedding", total=None, rate="")
+        for chunk in embedder.embed_iter(texts()):
+            writer.write([ids.popleft() for _ in range(len(chunk))], chunk)
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            progress.update(task, completed=stats.texts,
+                            rate=f"{stats.texts / elapsed:,.0f} texts/s, {stats.tokens / elapsed:,.0f} tokens/s")
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    table = Table(title="mbexport embed", show_header=False)
+    table.add_row("output", f"{out} ({writer.rows} x {embedder.hidden_size} float32)")
+    table.add_row("texts / tokens", f"{stats.texts:,} / {stats.tokens:,} (padding {stats.padded_tokens - stats.tokens:,})")
+    table.add_row("truncated", f"{stats.truncated:,} texts longer than {embedder.max_length} tokens")
+    skipped = f"{counts.skipped:,} bad lines"
+    table.add_row("skipped", skipped + (f" (first: line {counts.first_skipped})" if counts.skipped else ""))
+    table.add_row("device / pooling", f"{embedder.device} / {pooling}{' + normalize' if normalize else ''}")
+    table.add_row("speed", f"{elapsed:.2f} s, {stats.texts / elapsed:,.0f} texts/s, {stats.tokens / elapsed:,.0f} tokens/s")
+    out_console.print(table)
+
+
 @app.command("inspect-ckpt")
 def inspect_ckpt(path: Annotated[Path, typer.Argument(help="TF checkpoint directory or prefix")]) -> None:
     """List a TensorFlow checkpoint's tensors (name, dtype, shape) without TensorFlow."""

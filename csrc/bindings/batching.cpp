@@ -132,7 +132,9 @@ class PyBatcher {
       status = stager.Stage(batch, options_.pad_multiple, pad_id_, &slot);
     }
     Check(status);
-    return py::make_tuple(ToNumpy(batch.indices), slot);
+    py::array_t<int32_t> lengths(batch.rows());
+    for (int64_t r = 0; r < batch.rows(); ++r) lengths.mutable_data()[r] = batch.cu_seqlens[r + 1] - batch.cu_seqlens[r];
+    return py::make_tuple(ToNumpy(batch.indices), slot, lengths);
   }
 
   const Plan& plan() const { return plan_; }
@@ -217,7 +219,7 @@ void RegisterBatching(py::module_& m) {
            "max_length, token_offset [rows, padded] int32 (onnxruntime PackedAttention)")
       .def("stage", &PyBatcher::Stage, py::arg("batch"), py::arg("stager"),
            "Writes the padded batch into the stager's next pinned slot and copies it to the GPU\n"
-           "asynchronously; returns (indices, slot).");
+           "asynchronously; returns (indices, slot, lengths).");
 
   py::class_<HostBuffer, std::unique_ptr<HostBuffer>>(m, "HostBuffer", py::buffer_protocol(),
                                                        "Host memory for staging: page-locked when pinned=True\n"

@@ -13,5 +13,7 @@ void RegisterErrors(pybind11::module_& m);
 void RegisterBatching(pybind11::module_& m);
 // Throws the Python exception matching a non-ok status.
 [[noreturn]] void ThrowStatus(const Status& status);
+// The native WordPiece tokenizer (tokenizer.cpp).
+void RegisterTokenizer(pybind11::module_& m);
 
 }  // namespace mbexport::bindings

@@ -7,5 +7,6 @@
 PYBIND11_MODULE(_native, m) {
   m.doc() = "mbexport native core: WordPiece tokenizer and tensor batcher";
   mbexport::bindings::RegisterErrors(m);
+  mbexport::bindings::RegisterTokenizer(m);
   mbexport::bindings::RegisterBatching(m);
 }

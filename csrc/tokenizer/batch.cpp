@@ -1,0 +1,192 @@
+#include "tokenizer/batch.h"
+
+#include <algorithm>
+#include <atomic>
+#include <thread>
+
+namespace mbexport {
+
+namespace {
+
+// Items per work unit: small enough to balance, large enough to amortise the atomic.
+constexpr size_t kGrain = 16;
+
+template <typename Fn>
+void ParallelFor(size_t n, int threads, Fn fn) {
+  if (threads <= 0) threads = DefaultThreads();
+  size_t chunks = (n + kGrain - 1) / kGrain;
+  size_t workers = std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(threads), chunks));
+  std::atomic<size_t> next{0};
+  auto work = [&](size_t worker) {
+    for (;;) {
+      size_t b = next.fetch_add(kGrain);
+      if (b >= n) break;
+      fn(b, std::min(n, b + kGrain), worker);
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(workers - 1);
+  for (size_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
+  work(0);
+  for (auto& t : pool) t.join();
+}
+
+// Tokenizes every text (and pair) into per-item Encoded; returns the lowest-index error.
+Status EncodeAll(const Tokenizer& tok, const std::vector<TextView>& a, const std::vector<TextView>* b,
+                 bool offsets, int threads, std::vector<Encoded>* ea, std::vector<Encoded>* eb) {
+  const size_t n = a.size();
+  if (b && b->size() != n)
+    return Status(StatusCode::kInvalidArgument, "text and text_pair must have the same number of items");
+  ea->resize(n);
+  if (b) eb->resize(n);
+  std::vector<Status> errors(n);
+  std::atomic<bool> failed{false};
+  int workers = threads <= 0 ? DefaultThreads() : threads;
+  std::vector<Scratch> scratch(static_cast<size_t>(std::max(1, workers)));
+  ParallelFor(n, workers, [&](size_t begin, size_t end, size_t w) {
+    Scratch& sc = scratch[w];
+    for (size_t i = begin; i < end; ++i) {
+      Status st = tok.Encode(a[i], offsets, &(*ea)[i], &sc);
+      if (st.ok() && b) {
+        st = tok.Encode((*b)[i], offsets, &(*eb)[i], &sc);
+        if (!st.ok()) st = Status(st.code(), "text_pair " + std::string("item ") + std::to_string(i) + ": " + st.message());
+      } else if (!st.ok()) {
+        st = Status(st.code(), "item " + std::to_string(i) + ": " + st.message());
+      }
+      if (!st.ok()) {
+        errors[i] = st;
+        failed = true;
+      }
+    }
+  });
+  if (failed)
+    for (const Status& st : errors)
+      if (!st.ok()) return st;
+  return Status::Ok();
+}
+
+}  // namespace
+
+int DefaultThreads() {
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+Status EncodeBatch(const Tokenizer& tok, const std::vector<TextView>& texts_a, const std::vector<TextView>* texts_b,
+                   const BatchOptions& options, BatchResult* out) {
+  const PostOptions& po = options.post;
+  std::vector<Encoded> ea, eb;
+  Status st = EncodeAll(tok, texts_a, texts_b, options.offsets, options.threads, &ea, &eb);
+  if (!st.ok()) return st;
+  const size_t n = texts_a.size();
+  std::vector<RowPlan> rows;
+  rows.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    st = PlanRows(static_cast<uint32_t>(i), static_cast<uint32_t>(ea[i].ids.size()), texts_b != nullptr,
+                  texts_b ? static_cast<uint32_t>(eb[i].ids.size()) : 0, po, &rows);
+    if (!st.ok()) return st;
+  }
+  int64_t longest = 0;
+  for (const RowPlan& r : rows) longest = std::max<int64_t>(longest, r.length);
+  const int64_t width = PaddedWidth(longest, po);
+  const size_t cells = rows.size() * static_cast<size_t>(width);
+  out->rows = static_cast<int64_t>(rows.size());
+  out->width = width;
+  out->input_ids.assign(cells, po.pad_id);
+  out->token_type_ids.assign(cells, 0);
+  out->attention_mask.assign(cells, 0);
+  if (options.special_tokens_mask) out->special_tokens_mask.assign(cells, 1);
+  if (options.offsets) out->offsets.assign(cells * 2, 0);
+  out->overflow_to_sample_mapping.resize(rows.size());
+  out->lengths.resize(rows.size());
+  ParallelFor(rows.size(), options.threads, [&](size_t begin, size_t end, size_t) {
+    for (size_t r = begin; r < end; ++r) {
+      const RowPlan& p = rows[r];
+      out->overflow_to_sample_mapping[r] = p.item;
+      out->lengths[r] = p.length;
+      const size_t base = r * static_cast<size_t>(width);
+      int64_t* ids = out->input_ids.data() + base;
+      int64_t* types = out->token_type_ids.data() + base;
+      int64_t* mask = out->attention_mask.data() + base;
+      int64_t* special = options.special_tokens_mask ? out->special_tokens_mask.data() + base : nullptr;
+      int64_t* offs = options.offsets ? out->offsets.data() + base * 2 : nullptr;
+      size_t k = 0;
+      auto put_special = [&](int32_t id, int64_t type) {
+        ids[k] = id;
+        types[k] = type;
+        mask[k] = 1;
+        ++k;
+      };
+      auto put_seq = [&](const Encoded& e, const Span& s, int64_t type) {
+        for (uint32_t t = s.begin; t < s.end; ++t) {
+          ids[k] = e.ids[t];
+          types[k] = type;
+          mask[k] = 1;
+          if (special) special[k] = 0;
+          if (offs) {
+            offs[2 * k] = e.offsets[t].start;
+            offs[2 * k + 1] = e.offsets[t].end;
+          }
+          ++k;
+        }
+      };
+      if (po.add_special_tokens) put_special(po.cls_id, 0);
+      put_seq(ea[p.item], p.a, 0);
+      if (po.add_special_tokens) put_special(po.sep_id, 0);
+      if (p.has_b) {
+        put_seq(eb[p.item], p.b, 1);
+        if (po.add_special_tokens) put_special(po.sep_id, 1);
+      }
+    }
+  });
+  return Status::Ok();
+}
+
+Status EncodePacked(const Tokenizer& tok, const std::vector<TextView>& texts_a, const std::vector<TextView>* texts_b,
+                    const PostOptions& post, int threads, PackedResult* out) {
+  std::vector<Encoded> ea, eb;
+  Status st = EncodeAll(tok, texts_a, texts_b, false, threads, &ea, &eb);
+  if (!st.ok()) return st;
+  PostOptions po = post;
+  po.truncation = po.max_length >= 0 ? Truncation::kLongestFirst : Truncation::kNone;
+  po.return_overflowing = false;
+  const bool add_special_tokens = po.add_special_tokens;
+  const size_t n = texts_a.size();
+  std::vector<RowPlan> rows;
+  rows.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    st = PlanRows(static_cast<uint32_t>(i), static_cast<uint32_t>(ea[i].ids.size()), texts_b != nullptr,
+                  texts_b ? static_cast<uint32_t>(eb[i].ids.size()) : 0, po, &rows);
+    if (!st.ok()) return st;
+  }
+  out->cu_seqlens.assign(n + 1, 0);
+  out->max_len = 0;
+  for (size_t i = 0; i < n; ++i) {
+    out->cu_seqlens[i + 1] = out->cu_seqlens[i] + rows[i].length;
+    out->max_len = std::max<int64_t>(out->max_len, rows[i].length);
+  }
+  out->ids.resize(static_cast<size_t>(out->cu_seqlens[n]));
+  out->type_ids.resize(out->ids.size());
+  ParallelFor(n, threads, [&](size_t begin, size_t end, size_t) {
+    for (size_t i = begin; i < end; ++i) {
+      const RowPlan& p = rows[i];
+      int32_t* ids = out->ids.data() + out->cu_seqlens[i];
+      int32_t* types = out->type_ids.data() + out->cu_seqlens[i];
+      size_t k = 0;
+      auto put = [&](int32_t id, int32_t type) {
+        ids[k] = id;
+        types[k++] = type;
+      };
+      if (add_special_tokens) put(po.cls_id, 0);
+      for (uint32_t t = p.a.begin; t < p.a.end; ++t) put(ea[i].ids[t], 0);
+      if (add_special_tokens) put(po.sep_id, 0);
+      if (p.has_b) {
+        for (uint32_t t = p.b.begin; t < p.b.end; ++t) put(eb[i].ids[t], 1);
+        if (add_special_tokens) put(po.sep_id, 1);
+      }
+    }
+  });
+  return Status::Ok();
+}
+
+}  // namespace mbexport

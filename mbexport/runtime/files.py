@@ -1,0 +1,159 @@
+"""Input and output files of ``mbexport embed``: line readers with line numbers, atomic writers.
+
+Readers yield ``(id, text)``: ``.txt`` (or stdin) gives one text per line, id = the line
+number (1-based); ``.jsonl`` gives ``record[field]``, id = ``record["id"]`` when present,
+else the line number. A line that is not UTF-8 (or not JSON, or lacks the field) raises
+:class:`InputFileError` naming the line, or is skipped and counted with ``skip_bad_lines``.
+
+Writers write to a temporary file next to the target and rename it into place on success;
+any exception (KeyboardInterrupt included) removes the temporary file, so a killed run
+never leaves a partial output. ``.npy`` is streamed: rows are appended and the header,
+written with room to spare first, is rewritten with the final shape at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from mbexport.errors import InputFileError
+
+NPY_HEADER_BYTES = 128  # magic + version + length + dict, padded: room for any 2-D float32 shape
+
+
+@dataclass
+class ReadCounts:
+    lines: int = 0
+    skipped: int = 0
+    first_skipped: int | None = None  # line number of the first skipped line
+
+
+def input_format(path: str, field: str | None) -> str:
+    """``txt`` or ``jsonl`` from the suffix; stdin (``-``) is jsonl when a field is given."""
+    if path == "-":
+        return "jsonl" if field else "txt"
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix in (".txt", ".text", ""):
+        return "txt"
+    raise InputFileError(f"{path}: unknown input type {suffix!r}; use a .txt (one text per line) or .jsonl file")
+
+
+def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False,
+               counts: ReadCounts | None = None) -> Iterator[tuple[Any, str]]:
+    """Yields ``(id, text)`` from a .txt/.jsonl file or ``-`` (stdin), lazily."""
+    fmt = input_format(path, field)
+    field = field or "text"
+    counts = counts if counts is not None else ReadCounts()
+    name = "<stdin>" if path == "-" else path
+    try:
+        stream: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")
+    except OSError as e:
+        raise InputFileError(f"{path}: cannot open input ({e.strerror})") from None
+    try:
+        for number, raw in enumerate(stream, start=1):
+            counts.lines = number
+            line = raw[:-1] if raw.endswith(b"\n") else raw
+            line = line[:-1] if line.endswith(b"\r") else line
+            try:
+                text = line.decode("utf-8")
+                if fmt == "txt":
+                    yield number, text
+                    continue
+                if not text.strip():
+                    continue
+                record = json.loads(text)
+                if not isinstance(record, dict) or field not in record:
+                    raise ValueError(f"no {field!r} field in the record (choose one with --field)")
+                value = record[field]
+                if not isinstance(value, str):
+                    raise ValueError(f"field {field!r} is {type(value).__name__}, not a string")
+                yield record.get("id", number), value
+            except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                why = "not valid UTF-8" if isinstance(e, UnicodeDecodeError) else str(e)
+                if not skip_bad_lines:
+                    raise InputFileError(f"{name}:{number}: {why}; fix the line or pass --skip-bad-lines") from None
+                counts.skipped += 1
+                if counts.first_skipped is None:
+                    counts.first_skipped = number
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+class AtomicOutput:
+    """Embedding rows to ``.npy`` or ``.jsonl``, committed by rename; a context manager.
+
+    ``with AtomicOutput(path, hidden) as out: out.write(ids, rows)``; leaving the block by an
+    exception removes the temporary file and leaves any previous ``path`` untouched.
+    """
+
+    def __init__(self, path: Path, hidden: int) -> None:
+        self.path = Path(path)
+        self.format = self.path.suffix.lower().lstrip(".")
+        if self.format not in ("npy", "jsonl"):
+            raise InputFileError(f"{path}: output must end in .npy or .jsonl")
+        if not self.path.parent.is_dir():
+            raise InputFileError(f"{path}: directory {self.path.parent} does not exist")
+        self.hidden = hidden
+        self.rows = 0
+        self._file: IO[bytes] | None = None
+        self._tmp: str | None = None
+
+    def __enter__(self) -> AtomicOutput:
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
+        self._file = os.fdopen(fd, "wb")
+        if self.format == "npy":
+            self._file.write(b"\0" * NPY_HEADER_BYTES)
+        return self
+
+    def write(self, ids: list[Any], rows: np.ndarray) -> None:
+        assert self._file is not None, "write() outside the with block"
+        rows = np.ascontiguousarray(rows, dtype="<f4")
+        if self.format == "npy":
+            self._file.write(rows.tobytes())
+        else:
+            lines = [json.dumps({"id": i, "embedding": [float(v) for v in row]}, separators=(",", ":"))
+                     for i, row in zip(ids, rows.tolist())]
+            if lines:
+                self._file.write(("\n".join(lines) + "\n").encode("utf-8"))
+        self.rows += len(rows)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        assert self._file is not None and self._tmp is not None
+        try:
+            if exc_type is None:
+                if self.format == "npy":
+                    self._file.seek(0)
+                    self._file.write(_npy_header((self.rows, self.hidden)))
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            self._file.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+                self._tmp = None
+        finally:
+            if self._tmp is not None:
+                try:
+                    os.unlink(self._tmp)
+                except FileNotFoundError:
+                    pass
+
+
+def _npy_header(shape: tuple[int, int]) -> bytes:
+    """An NPY 1.0 header for little-endian float32 C-order ``shape``, exactly NPY_HEADER_BYTES long."""
+    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % shape
+    prefix = 10  # magic (6) + version (2) + header length (2)
+    body = text.ljust(NPY_HEADER_BYTES - prefix - 1) + "\n"
+    header = b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1")
+    assert len(header) == NPY_HEADER_BYTES
+    return header

@@ -1,0 +1,112 @@
+"""onnxruntime sessions for exports: device resolution, providers, threads, graph optimizations.
+
+``resolve_device`` turns ``"cpu" | "cuda" | "auto"`` into a device that works here:
+``"cuda"`` without a usable GPU raises :class:`CudaUnavailableError` listing every
+missing piece (onnxruntime-gpu's CUDA provider, the CUDA runtime library, a GPU);
+``"auto"`` falls back to CPU and says so once per process.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import onnxruntime as ort
+
+from mbexport.errors import CudaUnavailableError
+
+DEVICES = ("cpu", "cuda", "auto")
+_auto_fallback_warned = False
+
+
+class CpuFallbackWarning(RuntimeWarning):
+    """device="auto" found no usable CUDA and runs on CPU."""
+
+
+def cuda_library_paths() -> list[str]:
+    """libcudart candidates beyond the system ones: $MBEXPORT_CUDART, then the nvidia-cuda-runtime wheels."""
+    paths = [os.environ["MBEXPORT_CUDART"]] if os.environ.get("MBEXPORT_CUDART") else []
+    try:
+        spec = importlib.util.find_spec("nvidia.cuda_runtime")
+    except (ImportError, ValueError):
+        spec = None
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        paths += sorted(glob.glob(os.path.join(root, "lib", "libcudart.so*")), reverse=True)
+    return paths
+
+
+@lru_cache(maxsize=1)
+def cuda_problems() -> tuple[str, ...]:
+    """What stands between this process and running on CUDA; empty when nothing does."""
+    from mbexport import _native
+
+    problems = []
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        problems.append(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "
+                        "(pip uninstall onnxruntime && pip install onnxruntime-gpu)")
+    try:
+        _native.cuda_runtime_info(cuda_library_paths())
+    except CudaUnavailableError as error:
+        problems.append(str(error))
+    return tuple(problems)
+
+
+def resolve_device(device: str) -> str:
+    """``cpu`` or ``cuda``; raises for an unusable ``cuda``, warns once when ``auto`` falls back."""
+    global _auto_fallback_warned
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    problems = cuda_problems()
+    if not problems:
+        return "cuda"
+    if device == "cuda":
+        raise CudaUnavailableError("device='cuda' is not usable here:\n  - " + "\n  - ".join(problems)
+                                   + "\nUse device='cpu', or device='auto' to fall back to CPU.")
+    if not _auto_fallback_warned:
+        _auto_fallback_warned = True
+        warnings.warn("mbexport: device='auto' found no usable CUDA (" + "; ".join(p.splitlines()[0] for p in problems)
+                      + "); running on CPU", CpuFallbackWarning, stacklevel=3)
+    return "cpu"
+
+
+def default_threads() -> int:
+    """The cores this process may run on (cgroup/affinity aware where the OS says)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def create_session(model_path: Path | str, device: str = "cpu", threads: int | None = None,
+                   cuda_stream: int | None = None, optimize: bool = True) -> ort.InferenceSession:
+    """An InferenceSession for ``model_path`` on a resolved device (``cpu`` or ``cuda``).
+
+    CPU: intra-op threads = ``threads`` (default: all usable cores), one inter-op thread,
+    sequential execution, all graph optimizations. CUDA: the CUDA EP first (CPU EP for
+    the few ops it lacks); ``cuda_stream`` makes it compute on that stream, so copies the
+    batcher enqueued there are ordered before the run.
+    """
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"create_session takes a resolved device (cpu or cuda), got {device!r}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    options.log_severity_level = 3  # errors only: the CUDA EP's memcpy notes are not the user's concern
+    providers: list = ["CPUExecutionProvider"]
+    if device == "cuda":
+        cuda_options = {"device_id": 0}
+        if cuda_stream is not None:
+            cuda_options["user_compute_stream"] = str(cuda_stream)
+        providers.insert(0, ("CUDAExecutionProvider", cuda_options))
+    return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)

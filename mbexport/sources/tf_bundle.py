@@ -1,0 +1,578 @@
+"""TensorFlow's checkpoint V2 format (TensorBundle), read without TensorFlow.
+
+A checkpoint ``PREFIX`` is ``PREFIX.index`` plus ``PREFIX.data-SSSSS-of-NNNNN`` shards::
+
+    PREFIX.index     LevelDB-style sorted table (tensorflow/core/lib/io/table_*):
+                     [data block]* [metaindex block] [index block] [footer: 48 bytes]
+                     block   = entries, uint32 restart offsets, uint32 restart count,
+                               then a 5-byte trailer: compression type (0 = none) and
+                               masked CRC32C of block + type byte
+                     entry   = varint shared, varint unshared, varint value length,
+                               key suffix (prefix-compressed against the previous key), value
+                     footer  = BlockHandle metaindex, BlockHandle index (varint offset, size),
+                               zero padding to 40 bytes, fixed64 magic 0xdb4775248b80fb57
+    key ""           BundleHeaderProto  {1: num_shards, 2: endianness, 3: version}
+    key tensor name  BundleEntryProto   {1: dtype, 2: shape, 3: shard_id, 4: offset,
+                                         5: size, 6: fixed32 masked CRC32C of the bytes,
+                                         7: slices (partitioned variables)}
+    PREFIX.data-*    raw tensor bytes at (offset, size), memory-mapped here
+
+The few protobuf fields are decoded by hand. Every block and every tensor is checked
+against its CRC32C; a mismatch, a truncated file or a missing shard raises
+``CheckpointFormatError`` naming the file and the tensor.
+
+CRC32C runs at memory speed through ``google_crc32c`` or ``crc32c`` when either is
+installed, else through a numpy version (lanes of 4-byte words combined with GF(2)
+shift operators) that needs nothing beyond numpy.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from mbexport.errors import CheckpointFormatError, SourceNotFoundError
+
+__all__ = ["BundleReader", "TensorEntry", "crc32c", "mask_crc", "unmask_crc", "DTYPE_NAMES"]
+
+TABLE_MAGIC = 0xDB4775248B80FB57
+FOOTER_SIZE = 48  # 2 BlockHandles of at most 10+10 varint bytes, padded to 40, + 8-byte magic
+BLOCK_TRAILER_SIZE = 5  # compression type byte + fixed32 masked CRC
+
+# --------------------------------------------------------------------------------------
+# CRC32C (Castagnoli, reflected polynomial 0x82F63B78) and LevelDB's mask.
+
+_POLY = 0x82F63B78
+_MASK_DELTA = 0xA282EAD8
+
+
+def _byte_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(_POLY), table >> 1).astype(np.uint32)
+    return table
+
+
+_TABLE = _byte_table()
+_TABLE_LIST = [int(x) for x in _TABLE]
+
+
+def mask_crc(crc: int) -> int:
+    """LevelDB/TF's masked CRC (stored CRCs are masked so CRCs of CRCs stay well-spread)."""
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def unmask_crc(masked: int) -> int:
+    rot = (masked - _MASK_DELTA) & 0xFFFFFFFF
+    return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
+
+
+def _zeros_op(nbytes: int) -> tuple[int, ...]:
+    """The GF(2)-linear map 'feed ``nbytes`` zero bytes' on the raw register, as 32 columns."""
+    return _power_op(nbytes.bit_length() - 1) if nbytes and nbytes & (nbytes - 1) == 0 else _compose_zeros(nbytes)
+
+
+def _apply(op: tuple[int, ...], value: int) -> int:
+    out = 0
+    bit = 0
+    while value:
+        if value & 1:
+            out ^= op[bit]
+        value >>= 1
+        bit += 1
+    return out
+
+
+@lru_cache(maxsize=64)
+def _power_op(log2: int) -> tuple[int, ...]:
+    """Feed 2**log2 zero bytes."""
+    if log2 == 0:
+        return tuple((1 << j >> 8) ^ _TABLE_LIST[(1 << j) & 0xFF] for j in range(32))
+    half = _power_op(log2 - 1)
+    return tuple(_apply(half, column) for column in half)
+
+
+def _compose_zeros(nbytes: int) -> tuple[int, ...]:
+    columns = [1 << j for j in range(32)]
+    bit = 0
+    while nbytes:
+        if nbytes & 1:
+            op = _power_op(bit)
+            columns = [_apply(op, c) for c in columns]
+        nbytes >>= 1
+        bit += 1
+    return tuple(columns)
+
+
+def _shift_zeros(register: int, nbytes: int) -> int:
+    bit = 0
+    while nbytes:
+        if nbytes & 1:
+            register = _apply(_power_op(bit), register)
+        nbytes >>= 1
+        bit += 1
+    return register
+
+
+@lru_cache(maxsize=8)
+def _tables16(nbytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two 65536-entry tables applying 'feed nbytes zeros' to the low and high half of a register."""
+    op = _zeros_op(nbytes)
+    tables = []
+    for base in (0, 16):
+        table = np.zeros(1 << 16, dtype=np.uint32)
+        for j in range(16):
+            table[1 << j: 2 << j] = table[: 1 << j] ^ np.uint32(op[base + j])
+        tables.append(table)
+    return tables[0], tables[1]
+
+
+@lru_cache(maxsize=32)
+def _tables8(nbytes: int) -> tuple[np.ndarray, ...]:
+    op = _zeros_op(nbytes)
+    tables = []
+    for base in (0, 8, 16, 24):
+        table = np.zeros(256, dtype=np.uint32)
+        for j in range(8):
+            table[1 << j: 2 << j] = table[: 1 << j] ^ np.uint32(op[base + j])
+        tables.append(table)
+    return tuple(tables)
+
+
+def _apply8(tables: tuple[np.ndarray, ...], x: np.ndarray) -> np.ndarray:
+    t0, t1, t2, t3 = tables
+    return t0[x & 0xFF] ^ t1[(x >> 8) & 0xFF] ^ t2[(x >> 16) & 0xFF] ^ t3[x >> 24]
+
+
+_MIN_ROWS = 16
+_MAX_LANES = 1 << 16
+
+
+def _crc_lanes(register: int, words: np.ndarray) -> int:
+    """Advance the raw register over ``words`` (R rows x L lanes of little-endian uint32).
+
+    After all bytes, register = Z_n(register) ^ XOR_p Z_{n-4p}(word_p), Z_k = 'feed k zero
+    bytes' (linear). Lane i gathers its words by Horner's rule over rows with Z_{4L}, the
+    lanes are then folded pairwise (Z_4, Z_8, ... Z_{2L}) and the result shifted by Z_4.
+    """
+    rows, lanes = words.shape
+    lo, hi = _tables16(4 * lanes)
+    acc = words[0].astype(np.uint32, copy=True)
+    index = np.empty(lanes, dtype=np.uint32)
+    part = np.empty(lanes, dtype=np.uint32)
+    for r in range(1, rows):
+        np.bitwise_and(acc, 0xFFFF, out=index)
+        np.take(lo, index, out=part)
+        np.right_shift(acc, 16, out=index)
+        np.take(hi, index, out=acc)
+        acc ^= part
+        acc ^= words[r]
+    distance = 4
+    while acc.size > 1:
+        acc = _apply8(_tables8(distance), acc[0::2]) ^ acc[1::2]
+        distance *= 2
+    tree = _apply(_power_op(2), int(acc[0]))
+    return _shift_zeros(register, 4 * rows * lanes) ^ tree
+
+
+def _crc32c_numpy(data: Any, crc: int = 0) -> int:
+    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+    register = crc ^ 0xFFFFFFFF
+    start = 0
+    n = buf.size
+    while n - start >= 4 * _MIN_ROWS * 2:
+        lanes = min(_MAX_LANES, 1 << ((n - start) // (4 * _MIN_ROWS)).bit_length() - 1)
+        rows = (n - start) // (4 * lanes)
+        end = start + 4 * lanes * rows
+        words = buf[start:end].view("<u4").reshape(rows, lanes)
+        register = _crc_lanes(register, words)
+        start = end
+    table = _TABLE_LIST
+    for byte in buf[start:].tobytes():
+        register = table[(register ^ byte) & 0xFF] ^ (register >> 8)
+    return register ^ 0xFFFFFFFF
+
+
+def _native_crc32c() -> tuple[Callable[[Any, int], int] | None, str]:
+    try:
+        import google_crc32c  # type: ignore[import-not-found]
+
+        if google_crc32c.implementation == "c":
+            return (lambda data, crc=0: google_crc32c.extend(crc, data)), "google_crc32c"
+    except ImportError:
+        pass
+    try:
+        import crc32c as _crc32c  # type: ignore[import-not-found]
+
+        return (lambda data, crc=0: _crc32c.crc32c(data, crc)), "crc32c"
+    except ImportError:
+        pass
+    return None, "numpy"
+
+
+_NATIVE, CRC32C_IMPLEMENTATION = _native_crc32c()
+
+
+def crc32c(data: Any, crc: int = 0) -> int:
+    """CRC32C of a bytes-like object (continuing from ``crc``), unmasked."""
+    if _NATIVE is not None:
+        return _NATIVE(data, crc)
+    return _crc32c_numpy(data, crc)
+
+
+# --------------------------------------------------------------------------------------
+# Protobuf wire format: just enough for BundleHeaderProto / BundleEntryProto.
+
+
+def _varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("varint runs past the end")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _proto_fields(buf: bytes) -> Iterator[tuple[int, Any]]:
+    """(field number, value) pairs: ints for varint/fixed fields, bytes for length-delimited."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            if pos + 8 > len(buf):
+                raise ValueError("fixed64 runs past the end")
+            (value,) = struct.unpack_from("<Q", buf, pos)
+            pos += 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > len(buf):
+                raise ValueError("length-delimited field runs past the end")
+            value = bytes(buf[pos: pos + length])
+            pos += length
+        elif wire == 5:
+            if pos + 4 > len(buf):
+                raise ValueError("fixed32 runs past the end")
+            (value,) = struct.unpack_from("<I", buf, pos)
+            pos += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        yield field, value
+
+
+def _signed64(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+# TensorFlow DataType enum (types.proto) -> numpy dtype / name. bfloat16 is read as uint16
+# bits and widened by the caller; strings have their own layout.
+DTYPE_NAMES = {
+    1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string",
+    8: "complex64", 9: "int64", 10: "bool", 14: "bfloat16", 17: "uint16", 18: "complex128",
+    19: "float16", 20: "resource", 21: "variant", 22: "uint32", 23: "uint64",
+}  # fmt: skip
+_NUMPY_DTYPES = {
+    1: "f4", 2: "f8", 3: "i4", 4: "u1", 5: "i2", 6: "i1", 8: "c8", 9: "i8", 10: "b1", 14: "u2",
+    17: "u2", 18: "c16", 19: "f2", 22: "u4", 23: "u8",
+}  # fmt: skip
+_DT_STRING = 7
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor's BundleEntryProto: where its bytes are and what they hold."""
+
+    name: str
+    dtype: int
+    shape: tuple[int, ...]
+    shard_id: int
+    offset: int
+    size: int
+    crc32c: int | None  # masked, as stored; None when the writer stored none
+    sliced: bool = False  # a partitioned variable (its bytes live under slice keys)
+
+    @property
+    def dtype_name(self) -> str:
+        return DTYPE_NAMES.get(self.dtype, f"DataType({self.dtype})")
+
+
+def _parse_shape(buf: bytes) -> tuple[int, ...]:
+    dims: list[int] = []
+    for field, value in _proto_fields(buf):
+        if field == 2:
+            size = 0
+            for dim_field, dim_value in _proto_fields(value):
+                if dim_field == 1:
+                    size = _signed64(dim_value)
+            dims.append(size)
+        elif field == 3 and value:
+            raise ValueError("shape has unknown rank")
+    return tuple(dims)
+
+
+def _parse_entry(name: str, buf: bytes) -> TensorEntry:
+    values: dict[str, Any] = {"dtype": 0, "shape": (), "shard_id": 0, "offset": 0, "size": 0, "crc32c": None,
+                              "sliced": False}
+    for field, value in _proto_fields(buf):
+        if field == 1:
+            values["dtype"] = value
+        elif field == 2:
+            values["shape"] = _parse_shape(value)
+        elif field == 3:
+            values["shard_id"] = value
+        elif field == 4:
+            values["offset"] = value
+        elif field == 5:
+            values["size"] = value
+        elif field == 6:
+            values["crc32c"] = value
+        elif field == 7:
+            values["sliced"] = True
+    return TensorEntry(name=name, **values)
+
+
+# --------------------------------------------------------------------------------------
+# The sorted table (.index file).
+
+
+def _read_table(path: Path, data: bytes) -> list[tuple[bytes, bytes]]:
+    """All (key, value) pairs of a LevelDB-format table, every block's CRC checked."""
+
+    def corrupt(detail: str) -> CheckpointFormatError:
+        return CheckpointFormatError(f"{path}: not a valid TensorFlow checkpoint index ({detail}); "
+                                     "re-download or re-save the checkpoint")
+
+    if len(data) < FOOTER_SIZE:
+        raise corrupt(f"{len(data)} bytes, shorter than the {FOOTER_SIZE}-byte footer")
+    footer = data[-FOOTER_SIZE:]
+    (magic,) = struct.unpack_from("<Q", footer, FOOTER_SIZE - 8)
+    if magic != TABLE_MAGIC:
+        raise corrupt(f"wrong magic number {magic:#018x}, expected {TABLE_MAGIC:#018x}")
+    try:
+        _meta_offset, pos = _varint(footer, 0)
+        _meta_size, pos = _varint(footer, pos)
+        index_offset, pos = _varint(footer, pos)
+        index_size, pos = _varint(footer, pos)
+    except ValueError as e:
+        raise corrupt(f"footer: {e}") from None
+
+    def block(offset: int, size: int, what: str) -> bytes:
+        end = offset + size + BLOCK_TRAILER_SIZE
+        if end > len(data) - FOOTER_SIZE:
+            raise corrupt(f"{what} at {offset}+{size} runs past the end of the file")
+        contents = data[offset: offset + size]
+        kind = data[offset + size]
+        (stored,) = struct.unpack_from("<I", data, offset + size + 1)
+        actual = crc32c(data[offset: offset + size + 1])
+        if unmask_crc(stored) != actual:
+            raise corrupt(f"CRC mismatch in {what} at offset {offset}: stored {unmask_crc(stored):#010x}, "
+                          f"computed {actual:#010x}")
+        if kind != 0:
+            raise corrupt(f"{what} is compressed (type {kind}); only uncompressed tables are read")
+        return contents
+
+    def entries(contents: bytes, what: str) -> Iterator[tuple[bytes, bytes]]:
+        if len(contents) < 4:
+            raise corrupt(f"{what} is shorter than its restart count")
+        (restarts,) = struct.unpack_from("<I", contents, len(contents) - 4)
+        limit = len(contents) - 4 * (restarts + 1)
+        if limit < 0:
+            raise corrupt(f"{what} claims {restarts} restart points")
+        pos, key = 0, b""
+        try:
+            while pos < limit:
+                shared, pos = _varint(contents, pos)
+                unshared, pos = _varint(contents, pos)
+                length, pos = _varint(contents, pos)
+                if shared > len(key) or pos + unshared + length > limit:
+                    raise ValueError("entry runs past the block")
+                key = key[:shared] + contents[pos: pos + unshared]
+                pos += unshared
+                yield key, contents[pos: pos + length]
+                pos += length
+        except ValueError as e:
+            raise corrupt(f"{what}: {e}") from None
+
+    pairs: list[tuple[bytes, bytes]] = []
+    index = block(index_offset, index_size, "index block")
+    for _, handle in entries(index, "index block"):
+        try:
+            offset, pos = _varint(handle, 0)
+            size, _ = _varint(handle, pos)
+        except ValueError:
+            raise corrupt("bad block handle in the index block") from None
+        pairs.extend(entries(block(offset, size, "data block"), f"data block at {offset}"))
+    return pairs
+
+
+def _open_shard(path: Path) -> mmap.mmap | bytes:
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+class BundleReader:
+    """Read-only access to a TensorBundle: ``entries`` (from the index), ``view``/``read`` (from the data).
+
+    ``view`` returns a read-only array over the memory-mapped shard, valid until ``close``;
+    ``read`` returns a copy. Both check the tensor's CRC32C first. Use as a context manager.
+    """
+
+    def __init__(self, prefix: Path | str) -> None:
+        self.prefix = Path(prefix)
+        self.index_path = Path(f"{self.prefix}.index")
+        try:
+            data = self.index_path.read_bytes()
+        except FileNotFoundError:
+            raise SourceNotFoundError(f"{self.index_path} does not exist: give the checkpoint prefix "
+                                      "(e.g. .../bert_model.ckpt) or the directory holding it") from None
+        self.num_shards = 1
+        self.big_endian = False
+        self.entries: dict[str, TensorEntry] = {}
+        for key, value in _read_table(self.index_path, data):
+            try:
+                if key == b"":
+                    self._parse_header(value)
+                    continue
+                name = key.decode("utf-8")
+                self.entries[name] = _parse_entry(name, value)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise CheckpointFormatError(
+                    f"{self.index_path}: entry {key[:80]!r} is not a valid BundleEntryProto ({e}); "
+                    "re-download or re-save the checkpoint") from None
+        self._shards: dict[int, mmap.mmap | bytes] = {}
+
+    def _parse_header(self, value: bytes) -> None:
+        for field, item in _proto_fields(value):
+            if field == 1:
+                self.num_shards = item
+            elif field == 2:
+                self.big_endian = item == 1
+
+    def __enter__(self) -> BundleReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for shard in self._shards.values():
+            if isinstance(shard, mmap.mmap):
+                try:
+                    shard.close()
+                except BufferError:
+                    pass  # a view is still alive; the mapping goes when it does
+        self._shards.clear()
+
+    def shard_path(self, shard_id: int) -> Path:
+        return Path(f"{self.prefix}.data-{shard_id:05d}-of-{self.num_shards:05d}")
+
+    def shard_paths(self) -> list[Path]:
+        return [self.shard_path(i) for i in range(self.num_shards)]
+
+    def _shard(self, entry: TensorEntry) -> mmap.mmap | bytes:
+        shard = self._shards.get(entry.shard_id)
+        if shard is None:
+            path = self.shard_path(entry.shard_id)
+            if entry.shard_id >= self.num_shards:
+                raise CheckpointFormatError(f"{self.index_path}: tensor {entry.name!r} names shard {entry.shard_id} "
+                                            f"of {self.num_shards}; the index is corrupt")
+            try:
+                shard = _open_shard(path)
+            except FileNotFoundError:
+                raise CheckpointFormatError(f"{path} is missing (it holds tensor {entry.name!r}); copy every "
+                                            f"{self.prefix.name}.data-*-of-{self.num_shards:05d} file") from None
+            self._shards[entry.shard_id] = shard
+        return shard
+
+    def raw(self, name: str) -> memoryview:
+        """The tensor's bytes (a view into the mapped shard), bounds- and CRC-checked."""
+        entry = self.entries[name]
+        if entry.sliced:
+            raise CheckpointFormatError(f"{self.index_path}: tensor {name!r} is a partitioned variable; "
+                                        "mbexport reads whole tensors only (re-save it unpartitioned)")
+        shard = self._shard(entry)
+        end = entry.offset + entry.size
+        if end > len(shard):
+            raise CheckpointFormatError(
+                f"{self.shard_path(entry.shard_id)} is truncated: tensor {name!r} needs bytes "
+                f"{entry.offset}..{end} but the file has {len(shard)}; re-download it")
+        data = memoryview(shard)[entry.offset: end]
+        if entry.crc32c is not None:
+            actual = crc32c(data)
+            if actual != unmask_crc(entry.crc32c):
+                raise CheckpointFormatError(
+                    f"{self.shard_path(entry.shard_id)}: CRC mismatch in tensor {name!r} (stored "
+                    f"{unmask_crc(entry.crc32c):#010x}, computed {actual:#010x}); the file is corrupt, re-download it")
+        return data
+
+    def view(self, name: str) -> np.ndarray:
+        """A read-only numpy view of a numeric tensor (bfloat16 as its uint16 bits)."""
+        entry = self.entries[name]
+        code = _NUMPY_DTYPES.get(entry.dtype)
+        if code is None:
+            raise CheckpointFormatError(f"{self.index_path}: tensor {name!r} has dtype {entry.dtype_name}, "
+                                        "which mbexport does not read")
+        dtype = np.dtype((">" if self.big_endian else "<") + code)
+        count = int(np.prod(entry.shape, dtype=np.int64))
+        if any(d < 0 for d in entry.shape) or count * dtype.itemsize != entry.size:
+            raise CheckpointFormatError(
+                f"{self.index_path}: tensor {name!r} has shape {list(entry.shape)} ({entry.dtype_name}) but "
+                f"{entry.size} bytes; the index is corrupt")
+        data = self.raw(name)
+        return np.frombuffer(data, dtype=dtype, count=count).reshape(entry.shape)
+
+    def read(self, name: str) -> np.ndarray:
+        """A tensor as a fresh numpy array: numbers in native byte order (bfloat16 widened to
+        float32), strings as an object array of bytes."""
+        entry = self.entries[name]
+        if entry.dtype == _DT_STRING:
+            return self._read_strings(entry)
+        array = self.view(name)
+        if entry.dtype == 14:
+            return widen_bfloat16(array)
+        return array.astype(array.dtype.newbyteorder("="), copy=True)
+
+    def _read_strings(self, entry: TensorEntry) -> np.ndarray:
+        # [varint64 length]*n [fixed32 masked CRC of the lengths] [bytes]*n
+        data = bytes(self.raw(entry.name))
+        count = int(np.prod(entry.shape, dtype=np.int64))
+        pos, lengths = 0, []
+        try:
+            for _ in range(count):
+                length, pos = _varint(data, pos)
+                lengths.append(length)
+        except ValueError:
+            raise CheckpointFormatError(f"{self.index_path}: string tensor {entry.name!r} is corrupt") from None
+        pos += 4
+        out = np.empty(count, dtype=object)
+        for i, length in enumerate(lengths):
+            out[i] = data[pos: pos + length]
+            pos += length
+        return out.reshape(entry.shape)
+
+    def __iter__(self) -> Iterator[TensorEntry]:
+        return iter(self.entries.values())
+
+
+def widen_bfloat16(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 stored as uint16 bits -> float32 (exact)."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)

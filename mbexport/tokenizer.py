@@ -1,0 +1,417 @@
+"""The Python face of the native WordPiece tokenizer (``mbexport._native``).
+
+``WordPieceTokenizer`` tokenizes exactly as the reference, transformers'
+``BertTokenizerLegacy`` (Google's BasicTokenizer + WordPiece, the code BERT and
+MultiBERTs were trained with), and takes and returns what HF's ``BertTokenizer``
+does: ``tok(texts, pairs, padding=True, truncation=True, max_length=128,
+return_tensors="np")`` is a drop-in. All work (normalising, WordPiece, truncation,
+overflow windows, padding, offsets) happens in C++ with the GIL released, on
+several threads for batches. ``encode_batch_arrays`` is the runtime's fast path:
+packed int32 ids plus cumulative lengths, no padding.
+
+Known differences from HF's Rust tokenizer (we follow the reference) are listed in
+docs/TOKENIZER.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mbexport import _native
+from mbexport.errors import TokenizerInputError, VocabError
+
+__all__ = ["BatchEncoding", "WordPieceTokenizer"]
+
+# transformers' VERY_LARGE_INTEGER: "no limit" for model_max_length.
+_NO_LIMIT = int(1e30)
+_SPECIAL_NAMES = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+_TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
+               "only_second": "only_second", False: "do_not_truncate", "do_not_truncate": "do_not_truncate"}
+_PADDING = {True: "longest", "longest": "longest", "max_length": "max_length", False: "do_not_pad",
+            "do_not_pad": "do_not_pad"}
+# The WordPiece decoder's cleanup (tokenizers' decoders::wordpiece::cleanup), applied per token.
+_CLEANUP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+            (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+
+class BatchEncoding(dict):
+    """The result of calling the tokenizer: a dict with attribute access, as HF's BatchEncoding."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def data(self) -> dict:
+        return dict(self)
+
+
+def _token_str(value: Any) -> str | None:
+    """A special token from a config: a str, or an AddedToken dict with "content"."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"]
+    raise VocabError(f"special token {value!r} in tokenizer_config.json is neither a str nor {{'content': str}}")
+
+
+class WordPieceTokenizer:
+    """BERT WordPiece tokenizer: reference-exact ids, HF call signature, native speed.
+
+    Immutable after construction and safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        vocab_file: str | os.PathLike,
+        *,
+        do_lower_case: bool = True,
+        strip_accents: bool | None = None,
+        tokenize_chinese_chars: bool = True,
+        never_split: Iterable[str] | None = None,
+        unk_token: str = "[UNK]",
+        sep_token: str = "[SEP]",
+        pad_token: str = "[PAD]",
+        cls_token: str = "[CLS]",
+        mask_token: str = "[MASK]",
+        additional_special_tokens: Iterable[str] = (),
+        added_tokens: dict[int, str] | None = None,
+        model_max_length: int = _NO_LIMIT,
+        clean_up_tokenization_spaces: bool = False,
+        do_basic_tokenize: bool = True,
+        threads: int = 0,
+    ) -> None:
+        if not do_basic_tokenize:
+            raise TokenizerInputError("do_basic_tokenize=False is not supported; BERT checkpoints use True")
+        self._vocab: list[str] = _native.read_vocab(os.fspath(vocab_file))
+        self._ids = {tok: i for i, tok in enumerate(self._vocab)}
+        self.do_lower_case = bool(do_lower_case)
+        self.strip_accents = strip_accents
+        self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
+        self.model_max_length = int(model_max_length)
+        self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
+        self.threads = int(threads)
+        self.vocab_file = os.fspath(vocab_file)
+        names = dict(zip(_SPECIAL_NAMES, (unk_token, sep_token, pad_token, cls_token, mask_token)))
+        for name, tok in names.items():
+            setattr(self, name, tok)
+        self.additional_special_tokens = [t for t in additional_special_tokens if t]
+        # Added tokens (HF's added_tokens_encoder): split out of the raw text, with their ids.
+        self._added: dict[str, int] = {}
+        for i, tok in sorted((added_tokens or {}).items()):
+            self._added[tok] = int(i)
+        for tok in [*names.values(), *self.additional_special_tokens]:
+            if tok and tok not in self._added:
+                self._added[tok] = self._ids.get(tok, len(self._vocab) + len(self._added))
+        self._added_decoder = {i: t for t, i in self._added.items()}
+        self.all_special_tokens = list(dict.fromkeys(t for t in [*names.values(), *self.additional_special_tokens] if t))
+        self.all_special_ids = [self.convert_tokens_to_ids(t) for t in self.all_special_tokens]
+        self.never_split = list(never_split or ())
+        self._native = _native.WordPieceTokenizer(
+            self._vocab,
+            lowercase=self.do_lower_case,
+            strip_accents=strip_accents,
+            tokenize_chinese_chars=self.tokenize_chinese_chars,
+            unk_token=unk_token,
+            added_tokens=list(self._added.items()),
+            never_split=self.all_special_tokens,
+            never_split_whole=self.never_split,
+        )
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> WordPieceTokenizer:
+        """Load from a BERT/export directory (vocab.txt + tokenizer_config.json, special_tokens_map.json)
+        or from a vocab file; keyword arguments override the configuration."""
+        path = Path(path)
+        if path.is_dir():
+            vocab_file = path / "vocab.txt"
+            if not vocab_file.is_file():
+                raise VocabError(f"{path} has no vocab.txt; pass a BERT model/export directory or the vocab file")
+            config: dict[str, Any] = {}
+            for name in ("special_tokens_map.json", "tokenizer_config.json"):
+                f = path / name
+                if f.is_file():
+                    try:
+                        config.update(json.loads(f.read_text(encoding="utf-8")))
+                    except (ValueError, UnicodeDecodeError) as e:
+                        raise VocabError(f"{f} is not valid JSON ({e}); fix or delete it") from None
+        elif path.is_file():
+            vocab_file, config = path, {}
+        else:
+            raise VocabError(f"vocab file {path} cannot be read; pass a BERT directory with vocab.txt or the vocab file")
+        kwargs: dict[str, Any] = {}
+        for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "never_split",
+                    "clean_up_tokenization_spaces", "do_basic_tokenize"):
+            if config.get(key) is not None:
+                kwargs[key] = config[key]
+        if isinstance(config.get("model_max_length"), int):
+            kwargs["model_max_length"] = config["model_max_length"]
+        for key in _SPECIAL_NAMES:
+            if config.get(key) is not None:
+                kwargs[key] = _token_str(config[key])
+        extra = config.get("additional_special_tokens") or config.get("extra_special_tokens") or []
+        if isinstance(extra, list):
+            kwargs["additional_special_tokens"] = [_token_str(t) for t in extra]
+        decoder = config.get("added_tokens_decoder") or {}
+        kwargs["added_tokens"] = {int(i): _token_str(v) for i, v in decoder.items()}
+        kwargs.update(overrides)
+        return cls(vocab_file, **kwargs)
+
+    # ------------------------------------------------------------ vocabulary
+    @property
+    def vocab_size(self) -> int:
+        return len(self._vocab)
+
+    def __len__(self) -> int:
+        return len(set(self._ids) | set(self._added))
+
+    def get_vocab(self) -> dict[str, int]:
+        return {**self._ids, **self._added}
+
+    def _special_id(self, name: str) -> int | None:
+        tok = getattr(self, name)
+        return None if tok is None else self.convert_tokens_to_ids(tok)
+
+    unk_token_id = property(lambda self: self._special_id("unk_token"))
+    sep_token_id = property(lambda self: self._special_id("sep_token"))
+    pad_token_id = property(lambda self: self._special_id("pad_token"))
+    cls_token_id = property(lambda self: self._special_id("cls_token"))
+    mask_token_id = property(lambda self: self._special_id("mask_token"))
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
+        if isinstance(tokens, str):
+            if tokens in self._added:
+                return self._added[tokens]
+            return self._ids.get(tokens, self._native.unk_id)
+        return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids: int | Iterable[int], skip_special_tokens: bool = False) -> str | list[str]:
+        if isinstance(ids, (int, np.integer)):
+            return self._id_to_token(int(ids))
+        special = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self._id_to_token(int(i)) for i in ids if int(i) not in special]
+
+    def _id_to_token(self, i: int) -> str:
+        if i in self._added_decoder:
+            return self._added_decoder[i]
+        if 0 <= i < len(self._vocab):
+            return self._vocab[i]
+        return self.unk_token
+
+    # ------------------------------------------------------------ tokenizing
+    def tokenize(self, text: str) -> list[str]:
+        """Word pieces of ``text`` (no special tokens added), as the reference's ``tokenize``."""
+        ids, _ = self._native.encode(self._check_str(text, "text"))
+        return [self._id_to_token(int(i)) for i in ids]
+
+    def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True,
+               **kwargs: Any) -> list[int] | np.ndarray:
+        """Ids of one text (or pair), with [CLS]/[SEP] unless add_special_tokens=False."""
+        return self(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
+
+    def decode(self, token_ids: int | Iterable[int], skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: bool | None = None) -> str:
+        """Text of ``token_ids`` as HF's BertTokenizer decodes it (WordPiece decoder: "##" joins, spaces elsewhere)."""
+        if isinstance(token_ids, np.ndarray):
+            token_ids = token_ids.reshape(-1).tolist()
+        elif isinstance(token_ids, (int, np.integer)):
+            token_ids = [int(token_ids)]
+        tokens = self.convert_ids_to_tokens(token_ids, skip_special_tokens=skip_special_tokens)
+        parts = []
+        for i, tok in enumerate(tokens):
+            if i and tok.startswith("##"):
+                tok = tok[2:]
+            elif i:
+                tok = " " + tok
+            for a, b in _CLEANUP:
+                tok = tok.replace(a, b)
+            parts.append(tok)
+        text = "".join(parts)
+        if self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces:
+            for a, b in _CLEANUP:
+                text = text.replace(a, b)
+        return text
+
+    def batch_decode(self, sequences: Iterable[Iterable[int]], **kwargs: Any) -> list[str]:
+        return [self.decode(s, **kwargs) for s in sequences]
+
+    # ------------------------------------------------------------------ call
+    def __call__(
+        self,
+        text: str | Sequence[str],
+        text_pair: str | Sequence[str] | None = None,
+        add_special_tokens: bool = True,
+        padding: bool | str = False,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        stride: int = 0,
+        is_split_into_words: bool = False,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+        return_tensors: str | None = None,
+        return_token_type_ids: bool | None = None,
+        return_attention_mask: bool | None = None,
+        return_overflowing_tokens: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_offsets_mapping: bool = False,
+        return_length: bool = False,
+        verbose: bool = True,
+        threads: int | None = None,
+    ) -> BatchEncoding:
+        """Encode a text, a pair, or a batch of either, as HF's BertTokenizer does (same keys and values).
+
+        ``return_tensors`` is ``"np"`` (int64 arrays) or None (Python lists). ``threads`` overrides the
+        tokenizer's worker count for this call (0: all cores).
+        """
+        if is_split_into_words:
+            raise TokenizerInputError("is_split_into_words=True is not supported; join the words with spaces")
+        if padding_side not in (None, "right"):
+            raise TokenizerInputError("only padding_side='right' is supported (BERT pads on the right)")
+        if return_tensors not in (None, "np"):
+            raise TokenizerInputError(f"return_tensors={return_tensors!r} is not supported; use 'np' or None")
+        batched = not isinstance(text, str)
+        if batched:
+            texts = self._check_list(text, "text")
+            pairs = None
+            if text_pair is not None:
+                pairs = self._check_list(text_pair, "text_pair")
+                if len(pairs) != len(texts):
+                    raise TokenizerInputError(
+                        f"text has {len(texts)} items but text_pair has {len(pairs)}; pass one pair per text")
+        else:
+            texts = [text]
+            pairs = None if text_pair is None else [self._check_str(text_pair, "text_pair")]
+        trunc, pad, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
+        out = self._native.encode_batch(
+            texts, pairs, add_special_tokens=add_special_tokens, truncation=trunc,
+            max_length=-1 if max_length is None else int(max_length), stride=int(stride),
+            return_overflowing_tokens=bool(return_overflowing_tokens), padding=pad,
+            pad_to_multiple_of=int(pad_to_multiple_of or 0), cls_id=self.cls_token_id, sep_id=self.sep_token_id,
+            pad_id=self.pad_token_id, return_offsets=bool(return_offsets_mapping),
+            return_special_tokens_mask=bool(return_special_tokens_mask),
+            threads=self.threads if threads is None else int(threads))
+        lengths = out.pop("lengths")
+        mapping = out.pop("overflow_to_sample_mapping")
+        keys = ["input_ids"]
+        if return_token_type_ids is not False:
+            keys.append("token_type_ids")
+        if return_attention_mask is not False:
+            keys.append("attention_mask")
+        if return_special_tokens_mask:
+            keys.append("special_tokens_mask")
+        if return_offsets_mapping:
+            keys.append("offset_mapping")
+        # Row lengths as HF's padding leaves them: padded rows reach the target, longer rows stay.
+        width = out["input_ids"].shape[1]
+        if pad == "do_not_pad":
+            row_len = lengths
+        elif pad == "max_length":
+            target = int(max_length) if max_length is not None else int(lengths.max(initial=0))
+            if pad_to_multiple_of and target % pad_to_multiple_of:
+                target += pad_to_multiple_of - target % pad_to_multiple_of
+            row_len = np.maximum(lengths, target)
+        else:
+            row_len = np.full_like(lengths, width)
+        result = BatchEncoding()
+        if return_tensors == "np":
+            if len(row_len) and (row_len != row_len[0]).any():
+                raise TokenizerInputError(
+                    "rows have different lengths; pass padding=True (or 'max_length') and/or truncation=True "
+                    "to get arrays with return_tensors='np'")
+            w = int(row_len[0]) if len(row_len) else 0
+            for k in keys:
+                result[k] = out[k][:, :w]
+            if return_length:
+                result["length"] = row_len.astype(np.int64)
+            if return_overflowing_tokens:
+                result["overflow_to_sample_mapping"] = mapping
+            return result
+        rl = row_len.tolist()
+        for k in keys:
+            arr = out[k]
+            if k == "offset_mapping":
+                result[k] = [list(map(tuple, arr[r, :n].tolist())) for r, n in enumerate(rl)]
+            else:
+                result[k] = [arr[r, :n].tolist() for r, n in enumerate(rl)]
+        if return_length:
+            result["length"] = rl
+        if return_overflowing_tokens:
+            result["overflow_to_sample_mapping"] = mapping.tolist()
+        elif not batched:
+            for k in list(result):
+                result[k] = result[k][0]
+        return result
+
+    def encode_batch_arrays(
+        self, texts: Sequence[str], max_length: int | None = 512, text_pairs: Sequence[str] | None = None,
+        add_special_tokens: bool = True, threads: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """The runtime's fast path: ``(ids, type_ids, cu_seqlens, max_len)``.
+
+        ``ids``/``type_ids`` are packed int32 (no padding): text i is ``ids[cu_seqlens[i]:cu_seqlens[i+1]]``,
+        ``[CLS] A [SEP] (B [SEP])``, truncated longest_first to ``max_length`` (None: no limit);
+        ``cu_seqlens`` is int64 of length ``len(texts) + 1``; ``max_len`` the longest text's length.
+        """
+        texts = self._check_list(texts, "texts")
+        pairs = None if text_pairs is None else self._check_list(text_pairs, "text_pairs")
+        return self._native.encode_packed(
+            texts, pairs, max_length=-1 if max_length is None else int(max_length),
+            add_special_tokens=add_special_tokens, cls_id=self.cls_token_id, sep_id=self.sep_token_id,
+            threads=self.threads if threads is None else int(threads))
+
+    # --------------------------------------------------------------- helpers
+    def _strategies(self, padding: bool | str, truncation: bool | str | None, max_length: int | None,
+                    pad_to_multiple_of: int | None) -> tuple[str, str, int | None]:
+        """HF's _get_padding_truncation_strategies, for the options we support."""
+        if padding not in _PADDING:
+            raise TokenizerInputError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', "
+                                      f"got {padding!r}")
+        pad = _PADDING[padding]
+        if truncation is None:
+            trunc = "longest_first" if (max_length is not None and padding is False) else "do_not_truncate"
+        elif truncation in _TRUNCATION:
+            trunc = _TRUNCATION[truncation]
+        else:
+            raise TokenizerInputError(f"truncation must be True, False, 'longest_first', 'only_first', "
+                                      f"'only_second' or 'do_not_truncate', got {truncation!r}")
+        if max_length is None:
+            if pad == "max_length":
+                if self.model_max_length < _NO_LIMIT:
+                    max_length = self.model_max_length
+                else:
+                    pad = "do_not_pad"
+            if trunc != "do_not_truncate" and max_length is None and self.model_max_length < _NO_LIMIT:
+                max_length = self.model_max_length
+        if max_length is not None and max_length < 0:
+            raise TokenizerInputError(f"max_length must be >= 0, got {max_length}")
+        if (trunc != "do_not_truncate" and pad != "do_not_pad" and pad_to_multiple_of and max_length is not None
+                and max_length % pad_to_multiple_of):
+            raise TokenizerInputError(
+                f"Truncation and padding are both activated but truncation length ({max_length}) is not a "
+                f"multiple of pad_to_multiple_of ({pad_to_multiple_of}).")
+        return trunc, pad, max_length
+
+    @staticmethod
+    def _check_str(value: Any, what: str) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"{what} must be str, got {type(value).__name__}")
+        return value
+
+    @staticmethod
+    def _check_list(value: Any, what: str) -> Sequence[str]:
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise TypeError(f"{what} must be a str or a list of str, got {type(value).__name__}")
+        return value if isinstance(value, (list, tuple)) else list(value)  # items are checked natively
+
+    def __repr__(self) -> str:
+        return (f"WordPieceTokenizer(vocab_size={self.vocab_size}, do_lower_case={self.do_lower_case}, "
+                f"strip_accents={self.strip_accents}, model_max_length={self.model_max_length})")

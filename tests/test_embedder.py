@@ -1,0 +1,286 @@
+"""Embedder and ``mbexport embed`` on the real all-MiniLM-L6-v2 weights.
+
+The reference is transformers' BertModel (fresh, eval mode) with its own tokenizer and
+the same pooling, on real multilingual text of mixed lengths (some truncated).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mbexport import Embedder
+from mbexport.errors import CudaUnavailableError, ExportDirError, InputFileError, TokenizerInputError
+from mbexport.runtime import session as session_module
+from mbexport.runtime.session import CpuFallbackWarning
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+MAX_LENGTH = 128
+# Real sentences in many scripts (UDHR article 1 and everyday text), plus edge cases.
+TEXTS = [
+    "All human beings are born free and equal in dignity and rights.",
+    "Alle Menschen sind frei und gleich an Würde und Rechten geboren. Straße, Größe, Äpfel.",
+    "Tous les êtres humains naissent libres et égaux en dignité et en droits.",
+    "Todos los seres humanos nacen libres e iguales en dignidad y derechos.",
+    "Все люди рождаются свободными и равными в своем достоинстве и правах.",
+    "人人生而自由，在尊严和权利上一律平等。",
+    "すべての人間は、生まれながらにして自由であり、かつ、尊厳と権利とについて平等である。",
+    "모든 인간은 태어날 때부터 자유로우며 그 존엄과 권리에 있어 동등하다.",
+    "يولد جميع الناس أحرارًا متساوين في الكرامة والحقوق.",
+    "सभी मनुष्यों को गौरव और अधिकारों के मामले में जन्मजात स्वतन्त्रता और समानता प्राप्त है।",
+    "Όλοι οι άνθρωποι γεννιούνται ελεύθεροι και ίσοι στην αξιοπρέπεια και τα δικαιώματα.",
+    "Wszyscy ludzie rodzą się wolni i równi pod względem swej godności i swych praw.",
+    "Tüm insanlar hür, haysiyet ve haklar bakımından eşit doğarlar.",
+    "Mọi người sinh ra đều được tự do và bình đẳng về nhân phẩm và quyền.",
+    "",
+    "   ",
+    "ok",
+    "Emoji 🙂 and symbols: ©®™ — “quotes” … 42% of $3.50!",
+    "The quick brown fox jumps over the lazy dog. " * 40,  # ~400 tokens: truncated
+    "Der schnelle braune Fuchs springt über den faulen Hund. " * 25,  # truncated
+    "tokenization of unbelievably antidisestablishmentarianistic words",
+    "\tTabs\tand\nnewlines\r\nare whitespace.",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mbexport.converter import convert
+
+    return Path(convert(str(minilm_dir), out=tmp_path_factory.mktemp("exp") / "minilm", head="base", parity=False))
+
+
+@pytest.fixture(scope="module")
+def reference(minilm_dir: Path):
+    """pooling -> [len(TEXTS), 384] from transformers, plus the number of truncated texts."""
+    torch.set_num_threads(2)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
+    model = transformers.BertModel.from_pretrained(str(minilm_dir)).eval()
+    enc = tokenizer(TEXTS, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    with torch.inference_mode():
+        out = model(**enc)
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    pooled = {
+        "cls": out.last_hidden_state[:, 0].numpy(),
+        "mean": ((out.last_hidden_state * mask).sum(1) / mask.sum(1)).numpy(),
+        "pooler": out.pooler_output.numpy(),
+    }
+    truncated = sum(len(ids) > MAX_LENGTH for ids in tokenizer(TEXTS)["input_ids"])
+    return pooled, truncated
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float((a * b).sum(axis=1).min())
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "pooler"])
+def test_matches_transformers(minilm_export: Path, reference, pooling: str) -> None:
+    pooled, truncated = reference
+    # A small budget and window: many batches and two windows, so order restoration is exercised.
+    emb = Embedder(minilm_export, pooling=pooling, max_length=MAX_LENGTH, batch_tokens=256, window=16)
+    got = emb.embed(TEXTS)
+    assert got.shape == (len(TEXTS), 384) and got.dtype == np.float32
+    assert min_cosine(got, pooled[pooling]) >= 0.99999
+    assert np.abs(got - pooled[pooling]).max() < 1e-3
+    assert emb.stats.texts == len(TEXTS) and emb.stats.truncated == truncated >= 2
+    assert emb.stats.batches > 2
+
+
+def test_order_and_batching_do_not_change_results(minilm_export: Path) -> None:
+    texts = [TEXTS[i % len(TEXTS)][: 7 * i] for i in range(60)]
+    one_batch = Embedder(minilm_export, max_length=64, batch_tokens=64 * 64, window=1000).embed(texts)
+    many = Embedder(minilm_export, max_length=64, batch_tokens=64, window=5).embed(texts)
+    single = np.stack([Embedder(minilm_export, max_length=64).embed([t])[0] for t in texts[:5]])
+    np.testing.assert_allclose(many, one_batch, atol=1e-4)
+    np.testing.assert_allclose(single, one_batch[:5], atol=1e-4)
+
+
+def test_empty_inputs_and_normalize(minilm_export: Path) -> None:
+    emb = Embedder(minilm_export, pooling="mean", normalize=True)
+    empty = emb.embed([])
+    assert empty.shape == (0, 384) and empty.dtype == np.float32
+    assert list(emb.embed_iter(iter([]))) == []
+    vectors = emb.embed(["", "", "x"])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+
+
+def test_embed_iter_streams_lazily_in_order(minilm_export: Path) -> None:
+    emb = Embedder(minilm_export, max_length=32, window=8)
+    pulled = []
+
+    def source():
+        for i in range(50):
+            pulled.append(i)
+            yield f"text number {i} " * (i % 5)
+
+    stream = emb.embed_iter(source())
+    first = next(stream)
+    assert first.shape == (8, 384)
+    assert len(pulled) <= 16  # the running window and the one being tokenized, no more
+    chunks = [first, *stream]
+    assert [len(c) for c in chunks] == [8] * 6 + [2]
+    whole = Embedder(minilm_export, max_length=32).embed([f"text number {i} " * (i % 5) for i in range(50)])
+    np.testing.assert_allclose(np.concatenate(chunks), whole, atol=1e-4)
+
+
+def test_bad_arguments(minilm_export: Path, tmp_path: Path) -> None:
+    emb = Embedder(minilm_export)
+    assert emb.max_length == 512 and emb.hidden_size == 384
+    with pytest.raises(TokenizerInputError, match="single string"):
+        emb.embed("hello")
+    with pytest.raises(TokenizerInputError, match="text 1 is bytes"):
+        emb.embed(["ok", b"bytes"])
+    with pytest.raises(ValueError, match="max_length"):
+        Embedder(minilm_export, max_length=513)
+    with pytest.raises(ValueError, match="pooling"):
+        Embedder(minilm_export, pooling="max")
+    with pytest.raises(ValueError, match="device"):
+        Embedder(minilm_export, device="tpu")
+    with pytest.raises(ExportDirError, match="not a directory"):
+        Embedder(tmp_path / "nope")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in minilm_export.iterdir():
+        if f.name != "vocab.txt":
+            (broken / f.name).symlink_to(f)
+    with pytest.raises(ExportDirError, match="missing vocab.txt"):
+        Embedder(broken)
+    manifest = json.loads((minilm_export / "mbexport.json").read_text())
+    (broken / "vocab.txt").symlink_to(minilm_export / "vocab.txt")
+    (broken / "mbexport.json").unlink()
+    (broken / "mbexport.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(ExportDirError, match="format 99"):
+        Embedder(broken)
+    (broken / "mbexport.json").write_text(json.dumps({**manifest, "head": "qa", "outputs": ["start_logits"]}))
+    with pytest.raises(ExportDirError, match="--head base"):
+        Embedder(broken)
+
+
+@pytest.mark.skipif(not session_module.cuda_problems(), reason="CUDA is usable here")
+def test_cuda_unavailable_is_clear_and_auto_falls_back_once(minilm_export: Path, monkeypatch) -> None:
+    with pytest.raises(CudaUnavailableError, match="device='cuda' is not usable") as info:
+        Embedder(minilm_export, device="cuda")
+    assert "CUDAExecutionProvider" in str(info.value)  # lists what is missing
+    monkeypatch.setattr(session_module, "_auto_fallback_warned", False)
+    with pytest.warns(CpuFallbackWarning, match="running on CPU"):
+        emb = Embedder(minilm_export, device="auto")
+    assert emb.device == "cpu"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Embedder(minilm_export, device="auto").device == "cpu"  # said once only
+    assert emb.embed(["fallback works"]).shape == (1, 384)
+
+
+def test_int8_quantized_export(minilm_export: Path, tmp_path: Path) -> None:
+    from mbexport.runtime.quantize import quantize_export
+
+    int8 = quantize_export(minilm_export, tmp_path / "int8")
+    assert json.loads((int8 / "mbexport.json").read_text())["precision"] == "int8"
+    assert (int8 / "model.onnx").stat().st_size < 0.8 * (minilm_export / "model.onnx").stat().st_size
+    texts = [t for t in TEXTS if t.strip()]
+    fp32 = Embedder(minilm_export, pooling="mean", max_length=MAX_LENGTH).embed(texts)
+    q = Embedder(int8, pooling="mean", max_length=MAX_LENGTH).embed(texts)
+    cosines = (q * fp32).sum(1) / np.linalg.norm(q, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cosines.mean() >= 0.99 and cosines.min() >= 0.95, cosines
+
+
+# -- mbexport embed ---------------------------------------------------------------------------
+
+
+def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mbexport.cli", *args], input=stdin, capture_output=True,
+                          timeout=120)
+
+
+def test_cli_txt_to_npy_matches_api(minilm_export: Path, tmp_path: Path) -> None:
+    lines = [t.replace("\r", " ").replace("\n", " ") for t in TEXTS]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    result = run_cli("embed", str(minilm_export), str(src), "--out", str(out), "--max-length", "128",
+                     "--pooling", "mean")
+    assert result.returncode == 0, result.stderr.decode()
+    report = result.stdout.decode()
+    assert f"{len(lines)} x 384" in report and "2 texts longer than 128" in report
+    got = np.load(out)
+    np.testing.assert_allclose(got, Embedder(minilm_export, pooling="mean", max_length=128).embed(lines), atol=1e-5)
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_cli_jsonl_stdin_bad_lines(minilm_export: Path, tmp_path: Path) -> None:
+    good = [{"id": "a", "body": "first"}, {"id": "b", "body": ""}, {"body": "no id"}]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in good[:2])
+    data += b'{"id": "bad", "body": "\xff\xfe not utf-8"}\n' + json.dumps(good[2]).encode() + b"\n"
+    out = tmp_path / "out.jsonl"
+    result = run_cli("embed", str(minilm_export), "-", "--field", "body", "--out", str(out), stdin=data)
+    assert result.returncode == 1 and "<stdin>:3: not valid UTF-8" in result.stderr.decode()
+    assert "--skip-bad-lines" in result.stderr.decode() and not out.exists()
+
+    result = run_cli("embed", str(minilm_export), "-", "--field", "body", "--out", str(out), "--skip-bad-lines",
+                     stdin=data)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "1 bad lines (first: line 3)" in result.stdout.decode()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b", 4]
+    want = Embedder(minilm_export).embed(["first", "", "no id"])
+    np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), want, atol=1e-5)
+
+
+def test_cli_errors(minilm_export: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "x"}\n{"other": 1}\n')
+    result = run_cli("embed", str(minilm_export), str(src), "--out", str(tmp_path / "o.npy"))
+    assert result.returncode == 1 and "in.jsonl:2: no 'text' field" in result.stderr.decode()
+    result = run_cli("embed", str(tmp_path), str(src), "--out", str(tmp_path / "o.npy"))
+    assert result.returncode == 1 and "missing model.onnx" in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
+
+
+def test_cli_ctrl_c_leaves_no_partial_output(minilm_export: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.npy"
+    out.write_bytes(b"previous")
+    proc = subprocess.Popen([sys.executable, "-m", "mbexport.cli", "embed", str(minilm_export), "-", "--out",
+                             str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write(("a short text\n" * 5000).encode())  # two windows written, then it waits for more
+    proc.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not any("partial" in p.name for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="fd semantics")
+def test_input_reader_counts_and_errors(tmp_path: Path) -> None:
+    from mbexport.runtime.files import ReadCounts, read_texts
+
+    src = tmp_path / "x.txt"
+    src.write_bytes(b"one\r\n\ntwo\n\xc3\x28\nthree")
+    counts = ReadCounts()
+    assert list(read_texts(str(src), skip_bad_lines=True, counts=counts)) == [(1, "one"), (2, ""), (3, "two"),
+                                                                              (5, "three")]
+    assert counts.skipped == 1 and counts.first_skipped == 4 and counts.lines == 5
+    with pytest.raises(InputFileError, match=r"x.txt:4: not valid UTF-8"):
+        list(read_texts(str(src)))
+    with pytest.raises(InputFileError, match="unknown input type"):
+        list(read_texts(str(tmp_path / "x.csv")))
