@@ -75,7 +75,7 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
         writer.check_replaceable(target)
         with writer.staging_dir(target) as staging:
             with timed("write"):
-                model_files = writer.write_model(built.model, staging)
+                model_files = writer.write_model(built, staging)
                 writer.write_tokenizer_files(checkpoint, checkpoint.spec.to_hf_config(), staging)
             report = None
             if parity:

@@ -149,3 +149,16 @@ def test_untied_decoder_is_used(tiny_checkpoint, tmp_path):
     for reference in ("torch", "numpy"):
         report = check_parity(save(built.model, tmp_path), checkpoint, built.head, "fp32", reference=reference)
         assert report.passed, report.to_dict()
+
+
+def test_streamed_model_file_equals_the_in_memory_model(tiny_checkpoint, tmp_path):
+    """writer.write_model streams weights by hand; the file must parse to exactly the built model."""
+    from mbexport.export.writer import write_model
+
+    built = build_model(load(tiny_checkpoint(head="pretraining")), head="pretraining", precision="fp16")
+    digests = write_model(built, tmp_path)
+    written = onnx.load(str(tmp_path / "model.onnx"))
+    assert written == built.model
+    import hashlib
+
+    assert digests == {tmp_path / "model.onnx": hashlib.sha256((tmp_path / "model.onnx").read_bytes()).hexdigest()}

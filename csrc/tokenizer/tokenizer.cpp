@@ -216,14 +216,14 @@ Status Tokenizer::EncodeImpl(const CharT* s, size_t n, Encoded* out, Scratch* sc
       }
       if (cjk) {
         FlushToken<kOffsets>(nonascii, out, sc);
-        sc->token.push_back({cp, static_cast<uint32_t>(i), static_cast<uint32_t>(i + 1)});
+        sc->token.push_back({cp, static_cast<uint32_t>(i), static_cast<uint32_t>(i + 1), static_cast<uint32_t>(i + 1)});
         FlushToken<kOffsets>(true, out, sc);
         nonascii = false;
         ++i;
         continue;
       }
     }
-    sc->token.push_back({cp, static_cast<uint32_t>(i), static_cast<uint32_t>(i + 1)});
+    sc->token.push_back({cp, static_cast<uint32_t>(i), static_cast<uint32_t>(i + 1), static_cast<uint32_t>(i + 1)});
     nonascii |= cp >= 0x80;
     ++i;
   }

@@ -12,12 +12,24 @@ namespace {
 constexpr char32_t kSBase = 0xAC00, kLBase = 0x1100, kVBase = 0x1161, kTBase = 0x11A7;
 constexpr int kLCount = 19, kVCount = 21, kTCount = 28, kNCount = kVCount * kTCount, kSCount = kLCount * kNCount;
 
+// Part k of n of the decomposition of c. A char NFC composed gets its spans back: the
+// first part the starter's; the others one original char each when they number as
+// many as the chars composed in (the usual case: each came from one char, in order),
+// else they share the marks' span. Any other char's parts share its span.
+Char Part(const Char& c, char32_t cp, int k, int n) {
+  if (c.split >= c.end) return {cp, c.start, c.end, c.end};
+  if (k == 0) return {cp, c.start, c.split, c.split};
+  if (c.end - c.split == static_cast<uint32_t>(n - 1)) return {cp, c.split + k - 1, c.split + k, c.split + k};
+  return {cp, c.split, c.end, c.end};
+}
+
 void Decompose(const Char& c, std::vector<Char>* out) {
   if (c.cp >= kSBase && c.cp < kSBase + kSCount) {
     int s = static_cast<int>(c.cp - kSBase);
-    out->push_back({kLBase + s / kNCount, c.start, c.end});
-    out->push_back({kVBase + (s % kNCount) / kTCount, c.start, c.end});
-    if (s % kTCount) out->push_back({kTBase + s % kTCount, c.start, c.end});
+    const int n = s % kTCount ? 3 : 2;
+    out->push_back(Part(c, kLBase + s / kNCount, 0, n));
+    out->push_back(Part(c, kVBase + (s % kNCount) / kTCount, 1, n));
+    if (n == 3) out->push_back(Part(c, kTBase + s % kTCount, 2, n));
     return;
   }
   const Record& r = Lookup(c.cp);
@@ -25,7 +37,7 @@ void Decompose(const Char& c, std::vector<Char>* out) {
     out->push_back(c);
     return;
   }
-  for (int i = 0; i < r.nfd_len; ++i) out->push_back({kSeqPool[r.nfd_off + i], c.start, c.end});
+  for (int i = 0; i < r.nfd_len; ++i) out->push_back(Part(c, kSeqPool[r.nfd_off + i], i, r.nfd_len));
 }
 
 // Stable sort of each run of non-starters by combining class (canonical ordering).
@@ -91,7 +103,10 @@ void Nfc(std::vector<Char>* s, std::vector<Char>* scratch) {
       // last_class == 0 here means the starter is the last char written (adjacent).
       char32_t comp = Compose((*s)[starter].cp, c.cp);
       if (comp && (last_class < cls || s->size() == starter + 1)) {
-        (*s)[starter].cp = comp;  // keeps the starter's span, as HF's offsets would give it
+        Char& st = (*s)[starter];
+        st.cp = comp;
+        st.start = std::min(st.start, c.start);
+        st.end = std::max(st.end, c.end);  // st.split stays: the starter's own end
         continue;
       }
     }
@@ -110,7 +125,7 @@ void Lower(const std::vector<Char>& in, std::vector<Char>* out) {
   for (size_t i = 0; i < n; ++i) {
     const Char& c = in[i];
     if (c.cp < 0x80) {
-      out->push_back({(c.cp >= 'A' && c.cp <= 'Z') ? c.cp + 32 : c.cp, c.start, c.end});
+      out->push_back({(c.cp >= 'A' && c.cp <= 'Z') ? c.cp + 32 : c.cp, c.start, c.end, c.split});
       continue;
     }
     if (c.cp == 0x3A3) {  // CPython handle_capital_sigma
@@ -131,7 +146,7 @@ void Lower(const std::vector<Char>& in, std::vector<Char>* out) {
         while (k < n && Has(in[k].cp, kCaseIgnorable)) ++k;
         final_sigma = k == n || !Has(in[k].cp, kCased);
       }
-      out->push_back({final_sigma ? char32_t{0x3C2} : char32_t{0x3C3}, c.start, c.end});
+      out->push_back({final_sigma ? char32_t{0x3C2} : char32_t{0x3C3}, c.start, c.end, c.split});
       continue;
     }
     const Record& r = Lookup(c.cp);
@@ -139,7 +154,7 @@ void Lower(const std::vector<Char>& in, std::vector<Char>* out) {
       out->push_back(c);
       continue;
     }
-    for (int k = 0; k < r.lower_len; ++k) out->push_back({kSeqPool[r.lower_off + k], c.start, c.end});
+    for (int k = 0; k < r.lower_len; ++k) out->push_back({kSeqPool[r.lower_off + k], c.start, c.end, c.split});
   }
 }
 

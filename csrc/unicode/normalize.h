@@ -4,9 +4,10 @@
 //
 // A token is a vector of Char: a code point plus the half-open span [start, end) of
 // original-text code points it came from, so offsets survive every step. A char
-// composed by NFC keeps its starter's span (so "e" + U+0301 -> "é" -> "e" after
-// strip-accents maps to the "e", as HF's Rust offsets do); chars made from one (NFD,
-// İ -> i + U+0307) share its span.
+// composed by NFC spans all its parts and remembers where its starter ended (split),
+// so a later NFD gives each part its own span back: "e" + U+0301 -> "é" -> strip
+// accents -> "e" spans only the "e", as HF's Rust offsets do. Other chars made from
+// one (NFD of a precomposed char, İ -> i + U+0307) share its span.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,7 @@ struct Char {
   char32_t cp;
   uint32_t start;  // first original code point, inclusive
   uint32_t end;    // last original code point, exclusive
+  uint32_t split;  // end of the starter's span when NFC composed this char, else == end
 };
 
 // unicodedata.normalize("NFD", s): full canonical decomposition, then canonical order.

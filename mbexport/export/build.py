@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 from mbexport.errors import ExportError
 from mbexport.export.encoder import encoder
-from mbexport.export.graph import Graph
+from mbexport.export.graph import Graph, with_weights
 from mbexport.export.heads import HeadConfig, choose_head, output_names
 from mbexport.spec import Checkpoint
 
@@ -28,14 +28,23 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 @dataclass
 class BuiltModel:
-    model: onnx.ModelProto
+    """The graph (``skeleton``: nodes, inputs, outputs) and its weights as arrays, kept apart so
+    ``writer.write_model`` can stream weights to disk without protobuf copies."""
+
+    skeleton: onnx.ModelProto
+    initializers: list[tuple[str, np.ndarray]]
     head: HeadConfig
     outputs: list[str]
     flavor: str
     precision: str
 
+    @property
+    def model(self) -> onnx.ModelProto:
+        """The complete ModelProto (weights copied in): for checks and small models."""
+        return with_weights(self.skeleton, self.initializers)
+
     def op_counts(self) -> dict[str, int]:
-        return dict(Counter(node.op_type for node in self.model.graph.node))
+        return dict(Counter(node.op_type for node in self.skeleton.graph.node))
 
 
 def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused",
@@ -68,5 +77,5 @@ def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused
                 dim.dim_value = int(dim.dim_param)
     doc = (f"{checkpoint.source} ({checkpoint.revision or 'no revision'}): BERT {spec.num_layers}L/{spec.hidden_size}H, "
            f"head {config.name}, {flavor}, {precision}")
-    model = g.model(inputs, outputs, name=f"bert_{config.name}", doc=doc)
-    return BuiltModel(model, config, names, flavor, precision)
+    skeleton = g.model(inputs, outputs, name=f"bert_{config.name}", doc=doc)
+    return BuiltModel(skeleton, g.initializers, config, names, flavor, precision)

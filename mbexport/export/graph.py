@@ -27,7 +27,7 @@ class Graph:
 
     float_dtype: type = np.float32
     nodes: list[onnx.NodeProto] = field(default_factory=list)
-    initializers: list[onnx.TensorProto] = field(default_factory=list)
+    initializers: list[tuple[str, np.ndarray]] = field(default_factory=list)  # kept as arrays: see writer.py
     _names: set[str] = field(default_factory=set)
     _count: dict[str, int] = field(default_factory=dict)
 
@@ -43,7 +43,7 @@ class Graph:
         if target == np.float16 and array.size and float(np.abs(array).max()) > FP16_MAX:
             raise ExportError(f"weight {name!r} holds values up to {float(np.abs(array).max()):.3g}, beyond "
                               f"float16's range ({FP16_MAX:.0f}); export with --precision fp32")
-        self.initializers.append(numpy_helper.from_array(np.asarray(array, dtype=target, order="C"), name))
+        self.initializers.append((name, np.asarray(array, dtype=target, order="C")))
         self._names.add(name)
         return name
 
@@ -76,10 +76,19 @@ class Graph:
     def model(
         self, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto], *, name: str, doc: str
     ) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, name, inputs, outputs, self.initializers)
+        """The model without initializer data (the skeleton); ``with_weights`` adds it."""
+        graph = helper.make_graph(self.nodes, name, inputs, outputs)
         opsets = [helper.make_opsetid("", ONNX_OPSET)]
         if any(node.domain == MS_DOMAIN for node in self.nodes):
             opsets.append(helper.make_opsetid(MS_DOMAIN, MS_OPSET))
         model = helper.make_model(graph, opset_imports=opsets, producer_name="mbexport", doc_string=doc)
         model.ir_version = 8  # onnxruntime >= 1.14 reads IR 8; keeps exports loadable by older runtimes
         return model
+
+
+def with_weights(skeleton: onnx.ModelProto, initializers: list[tuple[str, np.ndarray]]) -> onnx.ModelProto:
+    """A complete in-memory ModelProto: the skeleton plus every initializer (copies the weights)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(skeleton)
+    model.graph.initializer.extend(numpy_helper.from_array(array, name) for name, array in initializers)
+    return model

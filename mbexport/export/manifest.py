@@ -13,14 +13,15 @@ import onnxruntime
 from mbexport.errors import ExportDirError
 from mbexport.export.build import BuiltModel
 from mbexport.export.graph import MS_OPSET, ONNX_OPSET
-from mbexport.spec import Checkpoint, sha256_files
+from mbexport.spec import Checkpoint
 
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("model.onnx", "config.json", "vocab.txt", "tokenizer_config.json", "mbexport.json")
 
 
-def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, Any], model_files: list[Path],
-                   parity: dict[str, Any]) -> dict[str, Any]:
+def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, Any],
+                   model_files: dict[Path, str], parity: dict[str, Any]) -> dict[str, Any]:
+    """The manifest; ``model_files`` maps each written model file to its sha256."""
     from mbexport import __version__
 
     spec = checkpoint.spec
@@ -42,7 +43,7 @@ def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, 
                   "intermediate": spec.intermediate_size, "vocab": spec.vocab_size,
                   "max_position_embeddings": spec.max_position_embeddings, "activation": spec.hidden_act},
         "op_counts": built.op_counts(),
-        "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_files([p])} for p in model_files},
+        "files": {p.name: {"bytes": p.stat().st_size, "sha256": digest} for p, digest in model_files.items()},
         "parity": parity,
     }
 

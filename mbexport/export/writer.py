@@ -10,6 +10,7 @@ stops two converts writing the same directory.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -20,10 +21,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
+from onnx import helper
 
 from mbexport.errors import ExportError, ExportLockedError
-from mbexport.spec import Checkpoint
+from mbexport.export.build import BuiltModel
+from mbexport.spec import Checkpoint, sha256_files
 
 MANIFEST = "mbexport.json"
 MODEL = "model.onnx"
@@ -89,16 +93,52 @@ def commit(staging: Path, out: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
-def write_model(model: onnx.ModelProto, directory: Path) -> list[Path]:
-    """Write ``model.onnx`` (weights inline, or in ``model.onnx.data`` when over protobuf's limit)."""
+def write_model(built: BuiltModel, directory: Path) -> dict[Path, str]:
+    """Write ``model.onnx`` and return each written file's sha256.
+
+    Weights are streamed from their numpy arrays into the file: protobuf merges repeated
+    occurrences of a message field, so the serialized skeleton followed by one
+    ``ModelProto{graph{initializer: t}}`` fragment per tensor parses as one model. That
+    avoids three in-memory copies of the weights (TensorProto, graph, serialized bytes).
+    Models past protobuf's 2 GiB limit go through onnx's external-data writer instead.
+    """
     path = directory / MODEL
-    weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)  # ByteSize() would walk it all
-    if weight_bytes > EXTERNAL_DATA_THRESHOLD:
-        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+    if sum(array.nbytes for _, array in built.initializers) > EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(built.model, path, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=EXTERNAL_DATA, size_threshold=1024)
-        return [path, directory / EXTERNAL_DATA]
-    path.write_bytes(model.SerializeToString())
-    return [path]
+        return {p: sha256_files([p]) for p in (path, directory / EXTERNAL_DATA)}
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        def put(data: bytes | memoryview) -> None:
+            f.write(data)
+            digest.update(data)
+
+        put(built.skeleton.SerializeToString())
+        for name, array in built.initializers:
+            header = onnx.TensorProto(name=name, dims=array.shape,
+                                      data_type=helper.np_dtype_to_tensor_dtype(array.dtype)).SerializeToString()
+            tensor_len = len(header) + 1 + len(_varint(array.nbytes)) + array.nbytes
+            graph_len = 1 + len(_varint(tensor_len)) + tensor_len
+            put(_MODEL_GRAPH + _varint(graph_len) + _GRAPH_INITIALIZER + _varint(tensor_len) + header
+                + _TENSOR_RAW_DATA + _varint(array.nbytes))
+            put(memoryview(np.ascontiguousarray(array)).cast("B"))  # little-endian, as ONNX raw_data is
+    return {path: digest.hexdigest()}
+
+
+# Protobuf tags (field number << 3 | wire type 2, length-delimited) of the fields written by hand.
+_MODEL_GRAPH = bytes([7 << 3 | 2])  # ModelProto.graph
+_GRAPH_INITIALIZER = bytes([5 << 3 | 2])  # GraphProto.initializer
+_TENSOR_RAW_DATA = bytes([9 << 3 | 2])  # TensorProto.raw_data
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if not value:
+            out.append(low)
+            return bytes(out)
+        out.append(low | 0x80)
 
 
 def write_tokenizer_files(checkpoint: Checkpoint, config: dict[str, Any], directory: Path) -> None:

@@ -21,7 +21,7 @@ The few protobuf fields are decoded by hand. Every block and every tensor is che
 against its CRC32C; a mismatch, a truncated file or a missing shard raises
 ``CheckpointFormatError`` naming the file and the tensor.
 
-CRC32C runs at memory speed through ``google_crc32c`` or ``crc32c`` when either is
+CRC32C runs at memory speed through the ``crc32c`` package (hardware CRC32C) when it is
 installed, else through a numpy version (lanes of 4-byte words combined with GF(2)
 shift operators) that needs nothing beyond numpy.
 """
@@ -202,20 +202,13 @@ def _crc32c_numpy(data: Any, crc: int = 0) -> int:
 
 
 def _native_crc32c() -> tuple[Callable[[Any, int], int] | None, str]:
-    try:
-        import google_crc32c  # type: ignore[import-not-found]
-
-        if google_crc32c.implementation == "c":
-            return (lambda data, crc=0: google_crc32c.extend(crc, data)), "google_crc32c"
-    except ImportError:
-        pass
+    # ``crc32c`` takes any buffer (mmap views included) and releases the GIL; google_crc32c
+    # would need a bytes copy of every tensor, so it is not used.
     try:
         import crc32c as _crc32c  # type: ignore[import-not-found]
-
-        return (lambda data, crc=0: _crc32c.crc32c(data, crc)), "crc32c"
     except ImportError:
-        pass
-    return None, "numpy"
+        return None, "numpy"
+    return (lambda data, crc=0: _crc32c.crc32c(data, crc)), "crc32c"
 
 
 _NATIVE, CRC32C_IMPLEMENTATION = _native_crc32c()
@@ -487,6 +480,15 @@ class BundleReader:
 
     def shard_paths(self) -> list[Path]:
         return [self.shard_path(i) for i in range(self.num_shards)]
+
+    def check_shards(self) -> None:
+        """Raise unless every data shard the header announces exists."""
+        for shard_id, path in enumerate(self.shard_paths()):
+            if not path.is_file():
+                held = next((e.name for e in self.entries.values() if e.shard_id == shard_id), None)
+                what = f"it holds tensor {held!r}" if held else "it holds no tensor, but the checkpoint lists it"
+                raise CheckpointFormatError(f"{path} is missing ({what}); copy every "
+                                            f"{self.prefix.name}.data-*-of-{self.num_shards:05d} file")
 
     def _shard(self, entry: TensorEntry) -> mmap.mmap | bytes:
         shard = self._shards.get(entry.shard_id)
