@@ -36,7 +36,7 @@ def convert(
     step: Annotated[Optional[str], typer.Argument(help="step_200k / 200k (MultiBERTs) or step7000 (EarlyBERTs)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="export directory (default: $MBEXPORT_HOME/exports/...)")] = None,
     head: Annotated[str, typer.Option(help="base | pretraining | qa | classification | auto")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32 | fp16")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 (dynamic quantization, CPU)")] = "fp32",
     flavor: Annotated[str, typer.Option(help="fused (onnxruntime contrib ops) | portable (standard ONNX ops)")] = "fused",
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="verify against PyTorch (or numpy) before writing")] = True,
     revision: Annotated[Optional[str], typer.Option(help="hub revision for an org/name id")] = None,
@@ -97,7 +97,7 @@ def parity_command(
     for o in report.outputs:
         agree = "" if o.argmax_agreement is None else f"{o.argmax_agreement:.4f}"
         table.add_row(o.name, f"{o.max_abs:.2e}", f"{o.mean_abs:.2e}", f"{o.mean_cosine:.7f}", agree,
-                      f"{o.tolerance:.1e}", "yes" if o.passed else "NO")
+                      "-" if o.tolerance is None else f"{o.tolerance:.1e}", "yes" if o.passed else "NO")
     out_console.print(table)
     if not report.passed:
         console.print(f"error: parity failed for {export_dir}: {report.summary()}")
@@ -121,7 +121,7 @@ def embed(
     pooling: Annotated[str, typer.Option(help="cls | mean | pooler")] = "cls",
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="L2-normalize each vector")] = False,
     max_length: Annotated[Optional[int], typer.Option(help="truncate texts to this many tokens (default: the model's)")] = None,
-    batch_tokens: Annotated[Optional[int], typer.Option(help="padded tokens per batch (default: 4096 CPU, 65536 CUDA)")] = None,
+    batch_tokens: Annotated[Optional[int], typer.Option(help="padded tokens per batch (default: 2048 CPU, 65536 CUDA)")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: all cores)")] = None,
     skip_bad_lines: Annotated[bool, typer.Option("--skip-bad-lines", help="skip (and count) lines that are not UTF-8/JSON")] = False,

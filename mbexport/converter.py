@@ -21,8 +21,10 @@ from mbexport.export import manifest as manifest_mod
 from mbexport.export import writer
 from mbexport.export.build import build_model
 from mbexport.export.heads import HEAD_CONFIGS
+from mbexport.export.quantize import quantize_in_place
 from mbexport.parity import ParityReport, check_parity
 from mbexport.sources import load_checkpoint
+from mbexport.spec import sha256_files
 
 # Called with a stage name ("load", "build", "write", "verify", "commit"); returns a context for it.
 StageReporter = Callable[[str], AbstractContextManager[Any]]
@@ -73,9 +75,13 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
     with writer.export_lock(target):
         writer.recover(target)
         writer.check_replaceable(target)
+        quantization: dict[str, Any] | None = None
         with writer.staging_dir(target) as staging:
             with timed("write"):
                 model_files = writer.write_model(built, staging)
+                if precision == "int8":
+                    quantization = quantize_in_place(staging / writer.MODEL)
+                    model_files = {path: sha256_files([path]) for path in model_files}
                 writer.write_tokenizer_files(checkpoint, checkpoint.spec.to_hf_config(), staging)
             report = None
             if parity:
@@ -85,11 +91,15 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
                     raise ParityError(f"{source.label}: parity failed, no export written: {report.summary()}")
             figures = report.to_dict() if report else {"skipped": True}
             manifest = manifest_mod.build_manifest(checkpoint, built, _source_record(source), model_files, figures)
+            if quantization:
+                manifest["quantization"] = quantization
+                manifest["op_counts"] = quantization["op_counts"]
             writer.write_json(staging / writer.MANIFEST, manifest)
             with timed("commit"):
                 writer.commit(staging, target)
     size = sum(p.stat().st_size for p in target.iterdir())
-    return ConvertResult(target, built.head.name, flavor, precision, size, built.op_counts(), report, timings)
+    op_counts = quantization["op_counts"] if quantization else built.op_counts()
+    return ConvertResult(target, built.head.name, flavor, precision, size, op_counts, report, timings)
 
 
 def verify_export(export_dir: Path, reference: str = "auto") -> ParityReport:

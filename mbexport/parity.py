@@ -6,7 +6,7 @@ independent float64 numpy forward. Only real tokens count: padding positions are
 masked out of every figure.
 
 Tolerances (DESIGN.md): fp32 max |diff| <= 1e-4; fp16 mean cosine >= 0.9999 and
-max |diff| <= 2e-2. Head logits (vocab scores, spans) are compared with the same
+max |diff| <= 2e-2; int8 (quantized weights) mean cosine >= 0.98 per token, no max |diff| bound. Head logits (vocab scores, spans) are compared with the same
 tolerance scaled by the reference's magnitude when that exceeds 1, since their
 absolute size grows with the vocabulary and the model, and must agree on argmax.
 """
@@ -26,12 +26,13 @@ from mbexport.export.heads import HeadConfig
 from mbexport.spec import BertSpec, Checkpoint
 
 TOLERANCES = {
-    "fp32": {"max_abs": 1e-4, "min_cosine": 0.99999},
-    "fp16": {"max_abs": 2e-2, "min_cosine": 0.9999},
+    "fp32": {"max_abs": 1e-4, "min_cosine": 0.99999, "min_argmax_agreement": 0.999},
+    "fp16": {"max_abs": 2e-2, "min_cosine": 0.9999, "min_argmax_agreement": 0.999},
+    # int8 weights move values by far more than a fixed bound: held to direction and ranking only.
+    "int8": {"max_abs": None, "min_cosine": 0.98, "min_argmax_agreement": 0.9},
 }
 # Hidden states are held to the absolute bound; logits to a bound scaled by their size.
 ABSOLUTE_OUTPUTS = ("last_hidden_state", "pooler_output")
-MIN_ARGMAX_AGREEMENT = 0.999
 
 # Real text for the second parity batch: several scripts, casing, punctuation, a pair.
 PARITY_TEXTS = [
@@ -193,12 +194,24 @@ class OutputParity:
     mean_cosine: float
     min_cosine: float
     argmax_agreement: float | None
-    tolerance: float
+    tolerance: float | None  # max |diff| bound; None where the precision bounds direction only (int8)
+    min_mean_cosine: float
+    min_argmax_agreement: float
 
     @property
     def passed(self) -> bool:
-        return self.max_abs <= self.tolerance and (
-            self.argmax_agreement is None or self.argmax_agreement >= MIN_ARGMAX_AGREEMENT)
+        return ((self.tolerance is None or self.max_abs <= self.tolerance)
+                and self.mean_cosine >= self.min_mean_cosine
+                and (self.argmax_agreement is None or self.argmax_agreement >= self.min_argmax_agreement))
+
+    def worst_ratio(self) -> float:
+        """How close to failing (1.0 = at the bound), over every bound this output has."""
+        ratios = [(1 - self.mean_cosine) / max(1 - self.min_mean_cosine, 1e-12)]
+        if self.tolerance is not None:
+            ratios.append(self.max_abs / self.tolerance)
+        if self.argmax_agreement is not None:
+            ratios.append((1 - self.argmax_agreement) / (1 - self.min_argmax_agreement))
+        return max(ratios)
 
 
 @dataclass
@@ -210,8 +223,7 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
-        min_cosine = TOLERANCES[self.precision]["min_cosine"]
-        return all(o.passed and o.mean_cosine >= min_cosine for o in self.outputs)
+        return all(o.passed for o in self.outputs)
 
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "precision": self.precision, "batches": self.batches,
@@ -219,9 +231,11 @@ class ParityReport:
                 "outputs": {o.name: {k: v for k, v in asdict(o).items() if k != "name"} for o in self.outputs}}
 
     def summary(self) -> str:
-        worst = max(self.outputs, key=lambda o: o.max_abs / o.tolerance)
-        return (f"{worst.name} max|diff| {worst.max_abs:.2e} (tol {worst.tolerance:.0e}), "
-                f"cosine {min(o.mean_cosine for o in self.outputs):.6f} vs {self.reference}")
+        worst = max(self.outputs, key=OutputParity.worst_ratio)
+        bound = "unbounded" if worst.tolerance is None else f"tol {worst.tolerance:.0e}"
+        agree = "" if worst.argmax_agreement is None else f", argmax agreement {worst.argmax_agreement:.4f}"
+        return (f"{worst.name} max|diff| {worst.max_abs:.2e} ({bound}), mean cosine {worst.mean_cosine:.6f}"
+                f"{agree} vs {self.reference}")
 
 
 def _rows(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -250,7 +264,8 @@ def compare(name: str, ours: list[np.ndarray], refs: list[np.ndarray], masks: li
         agreements.append(np.where(valid, a, -np.inf).argmax(-1) == np.where(valid, b, -np.inf).argmax(-1))
     diff, cosine = np.concatenate(diffs), np.concatenate(cosines)
     is_hidden = name in ABSOLUTE_OUTPUTS
-    base_tol = TOLERANCES[precision]["max_abs"]
+    bounds = TOLERANCES[precision]
+    base_tol = bounds["max_abs"]
     return OutputParity(
         name=name,
         max_abs=float(diff.max()),
@@ -258,7 +273,9 @@ def compare(name: str, ours: list[np.ndarray], refs: list[np.ndarray], masks: li
         mean_cosine=float(cosine.mean()),
         min_cosine=float(cosine.min()),
         argmax_agreement=None if is_hidden else float(np.concatenate(agreements).mean()),
-        tolerance=base_tol if is_hidden else base_tol * max(peaks),
+        tolerance=None if base_tol is None else base_tol if is_hidden else base_tol * max(peaks),
+        min_mean_cosine=bounds["min_cosine"],
+        min_argmax_agreement=bounds["min_argmax_agreement"],
     )
 
 

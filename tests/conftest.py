@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +40,17 @@ _TINY_WORDS = (
     + ["the", "a", "is", "of", "and", "to", "in", "it", "hello", "world", "bert", "##s", "##ing", "##ed",
        "model", "export", "seed", "step", "fast", "text", "token", "##er", "on", "nx"]
 )
+
+MBEXPORT = shutil.which("mbexport", path=str(Path(sys.executable).parent)) or "mbexport"
+
+
+def run_mbexport(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Run the installed console script from a neutral directory, so the source tree never shadows the install."""
+    kwargs.setdefault("cwd", tempfile.gettempdir())
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("timeout", 600)
+    return subprocess.run([MBEXPORT, *args], env={**os.environ, **(env or {})}, check=False, **kwargs)
+
 
 ARCHITECTURES = {
     "base": "BertModel",

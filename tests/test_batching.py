@@ -179,7 +179,7 @@ def test_native_driver(tmp_path: Path) -> None:
            f"-I{ROOT / 'csrc'}", str(ROOT / "tests" / "native" / "batching_test.cpp"), *sources,
            str(ROOT / "csrc" / "common" / "status.cpp"), "-ldl", "-o", str(exe)]
     subprocess.run(cmd, check=True, capture_output=True, timeout=180)
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60,
+    run = subprocess.run([str(exe)], check=False, capture_output=True, text=True, timeout=60,
                          env={"ASAN_OPTIONS": "detect_leaks=1", "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stdout + run.stderr
     assert "all checks passed" in run.stdout

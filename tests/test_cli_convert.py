@@ -9,22 +9,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import onnx
 import pytest
-from conftest import TINY_CONFIG, write_hf_cache, write_tiny_checkpoint
+from conftest import MBEXPORT, TINY_CONFIG, run_mbexport, write_hf_cache, write_tiny_checkpoint
 
 pytest.importorskip("torch")
 
-MBEXPORT = shutil.which("mbexport", path=str(Path(sys.executable).parent)) or "mbexport"
-
-
 def run(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([MBEXPORT, *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          timeout=600, **kwargs)
+    return run_mbexport(*args, env=env, text=True, **kwargs)
 
 
 def offline_env(hf_home: Path, tmp_path: Path) -> dict[str, str]:
@@ -202,7 +197,7 @@ def test_kill_9_during_convert_leaves_previous_export(existing_export, tiny_chec
                              config={**TINY_CONFIG, "hidden_size": 384, "num_attention_heads": 6,
                                      "intermediate_size": 1536, "num_hidden_layers": 6})
     before = tree_digest(existing_export)
-    proc = subprocess.Popen([MBEXPORT, "convert", str(bigger), "--out", str(existing_export)],
+    proc = subprocess.Popen([MBEXPORT, "convert", str(bigger), "--out", str(existing_export)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(existing_export.parent.glob(f".{existing_export.name}.tmp-*")) and time.monotonic() < deadline:

@@ -11,14 +11,21 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import run_mbexport
 from mbexport import Embedder
-from mbexport.errors import CudaUnavailableError, ExportDirError, InputFileError, TokenizerInputError
+from mbexport.errors import (
+    CudaUnavailableError,
+    ExportDirError,
+    InputFileError,
+    TokenizerInputError,
+)
 from mbexport.runtime import session as session_module
 from mbexport.runtime.session import CpuFallbackWarning
 
@@ -186,11 +193,14 @@ def test_cuda_unavailable_is_clear_and_auto_falls_back_once(minilm_export: Path,
     assert emb.embed(["fallback works"]).shape == (1, 384)
 
 
-def test_int8_quantized_export(minilm_export: Path, tmp_path: Path) -> None:
-    from mbexport.runtime.quantize import quantize_export
+def test_int8_export(minilm_dir: Path, minilm_export: Path, tmp_path: Path) -> None:
+    from mbexport.converter import convert
 
-    int8 = quantize_export(minilm_export, tmp_path / "int8")
-    assert json.loads((int8 / "mbexport.json").read_text())["precision"] == "int8"
+    int8 = convert(str(minilm_dir), out=tmp_path / "int8", head="base", precision="int8")
+    manifest = json.loads((int8 / "mbexport.json").read_text())
+    assert manifest["precision"] == "int8" and manifest["parity"]["passed"]
+    assert manifest["op_counts"]["MatMulInteger"] == 6 * 3 + 1  # per layer: attention output, 2 FFN; pooler
+    assert manifest["parity"]["outputs"]["pooler_output"]["mean_cosine"] >= 0.99
     assert (int8 / "model.onnx").stat().st_size < 0.8 * (minilm_export / "model.onnx").stat().st_size
     texts = [t for t in TEXTS if t.strip()]
     fp32 = Embedder(minilm_export, pooling="mean", max_length=MAX_LENGTH).embed(texts)
@@ -203,8 +213,7 @@ def test_int8_quantized_export(minilm_export: Path, tmp_path: Path) -> None:
 
 
 def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mbexport.cli", *args], input=stdin, capture_output=True,
-                          timeout=120)
+    return run_mbexport(*args, input=stdin, timeout=120)
 
 
 def test_cli_txt_to_npy_matches_api(minilm_export: Path, tmp_path: Path) -> None:
@@ -254,18 +263,24 @@ def test_cli_errors(minilm_export: Path, tmp_path: Path) -> None:
 def test_cli_ctrl_c_leaves_no_partial_output(minilm_export: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.npy"
     out.write_bytes(b"previous")
-    proc = subprocess.Popen([sys.executable, "-m", "mbexport.cli", "embed", str(minilm_export), "-", "--out",
-                             str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Python leaves SIGINT ignored when its parent ignored it (a test run started in the background):
+    # install the KeyboardInterrupt handler explicitly, as an interactive shell would have.
+    cli = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "from mbexport.cli import main; sys.argv[0] = 'mbexport'; main()")
+    proc = subprocess.Popen([sys.executable, "-c", cli, "embed", str(minilm_export), "-", "--out", str(out)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=tempfile.gettempdir())
     assert proc.stdin is not None
     proc.stdin.write(("a short text\n" * 5000).encode())  # two windows written, then it waits for more
     proc.stdin.flush()
     deadline = time.monotonic() + 60
     while not any("partial" in p.name for p in tmp_path.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[1].decode()
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    assert proc.returncode != 0
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0, stderr.decode()
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy"]
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from conftest import TINY_CONFIG
 
 from mbexport.catalog import Source
+from mbexport.converter import convert_detailed
 from mbexport.errors import ExportError
 from mbexport.export.build import build_model
 from mbexport.export.heads import HEAD_CONFIGS
 from mbexport.parity import check_parity, numpy_reference, random_batch, torch_reference
 from mbexport.sources import load_checkpoint
+from mbexport.spec import sha256_files
 
 pytest.importorskip("torch")
 
@@ -78,7 +82,6 @@ def test_every_head_matches_transformers(tiny_checkpoint, tmp_path, head, flavor
 @pytest.mark.parametrize("act", ["gelu_new", "relu"])
 @pytest.mark.parametrize("flavor", ["fused", "portable"])
 def test_other_activations_match_transformers(tiny_checkpoint, tmp_path, act, flavor):
-    from conftest import TINY_CONFIG
 
     checkpoint = load(tiny_checkpoint(head="base", config={**TINY_CONFIG, "hidden_act": act}))
     built = build_model(checkpoint, head="base", flavor=flavor)
@@ -162,3 +165,17 @@ def test_streamed_model_file_equals_the_in_memory_model(tiny_checkpoint, tmp_pat
     import hashlib
 
     assert digests == {tmp_path / "model.onnx": hashlib.sha256((tmp_path / "model.onnx").read_bytes()).hexdigest()}
+
+
+@pytest.mark.parametrize("flavor", ["fused", "portable"])
+@pytest.mark.parametrize("head", ["base", "pretraining", "qa", "classification"])
+def test_int8_quantizes_matmuls_and_passes_cosine_parity(tiny_checkpoint, tmp_path, head, flavor):
+    result = convert_detailed(str(tiny_checkpoint(head=head, fmt="safetensors", seed=3)), out=tmp_path / "int8",
+                              head=head, flavor=flavor, precision="int8", reference="torch")
+    manifest = json.loads((result.path / "mbexport.json").read_text())
+    assert manifest["precision"] == "int8" and manifest["quantization"]["weight_type"] == "QInt8"
+    assert result.op_counts.get("MatMulInteger", 0) >= 2 * TINY_CONFIG["num_hidden_layers"]
+    assert result.parity is not None and result.parity.passed
+    for output in result.parity.outputs:
+        assert output.tolerance is None and output.mean_cosine >= 0.98
+    assert manifest["files"]["model.onnx"]["sha256"] == sha256_files([result.path / "model.onnx"])

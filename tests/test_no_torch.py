@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -12,8 +13,9 @@ BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['transformer
 
 
 def run_without_torch(code: str) -> subprocess.CompletedProcess[str]:
+    # From a neutral cwd: `python -c` puts the cwd first on sys.path, and the source tree has no _native.
     return subprocess.run([sys.executable, "-c", BLOCK_TORCH + textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, cwd=tempfile.gettempdir())
 
 
 def test_convert_without_torch_uses_numpy_reference(tiny_checkpoint, tmp_path):

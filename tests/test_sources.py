@@ -569,15 +569,3 @@ def test_online_download_takes_one_weight_format(tiny_checkpoint, monkeypatch, t
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     again = load_checkpoint(resolve("seed_2 step_40k"))
     assert again.weights_sha256 == checkpoint.weights_sha256
-
-
-def test_tf_checkpoint_without_its_reader(tmp_path: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("mbexport.sources.tf_checkpoint") is not None:
-        pytest.skip("the TF checkpoint reader is present; its own tests cover TF checkpoints")
-    (tmp_path / "bert_model.ckpt.index").write_bytes(b"")
-    (tmp_path / "bert_model.ckpt.data-00000-of-00001").write_bytes(b"")
-    for given in (tmp_path, tmp_path / "bert_model.ckpt"):
-        with pytest.raises(CheckpointFormatError, match="TF1 checkpoint"):
-            load_checkpoint(resolve(str(given)))

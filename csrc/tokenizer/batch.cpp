@@ -4,6 +4,10 @@
 #include <atomic>
 #include <thread>
 
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
 namespace mbexport {
 
 namespace {
@@ -68,6 +72,10 @@ Status EncodeAll(const Tokenizer& tok, const std::vector<TextView>& a, const std
 }  // namespace
 
 int DefaultThreads() {
+#if defined(__linux__)
+  cpu_set_t set;  // the CPUs this process may run on (containers, taskset), not the host's
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
   unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
 }

@@ -17,7 +17,7 @@
 
 namespace mbexport {
 
-// Worker count used when threads <= 0: the machine's hardware concurrency.
+// Worker count used when threads <= 0: the CPUs this process may run on.
 int DefaultThreads();
 
 struct BatchOptions {

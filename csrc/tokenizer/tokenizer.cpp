@@ -59,6 +59,8 @@ Status Tokenizer::Create(std::vector<std::string> vocab, TokenizerConfig config,
     t->never_split_first_.insert(u[0]);
   }
   for (char32_t c = 0; c < 128; ++c) t->ascii_flags_[c] = unicode::Lookup(c).flags;
+  for (char32_t c : t->never_split_first_)
+    if (c < 128) t->never_split_first_ascii_[c >> 6] |= uint64_t{1} << (c & 63);
   t->vocab_ = std::move(vocab);
   t->config_ = std::move(config);
   *out = std::move(t);
@@ -85,7 +87,10 @@ size_t Tokenizer::MatchAdded(const void* data, int width, size_t i, size_t n, in
 }
 
 bool Tokenizer::IsNeverSplit(const std::vector<Char>& chars, Scratch* sc, bool* whole) const {
-  if (never_split_.empty() || !never_split_first_.count(chars[0].cp)) return false;
+  const char32_t first = chars[0].cp;
+  if (never_split_.empty()) return false;
+  if (first < 128 ? !((never_split_first_ascii_[first >> 6] >> (first & 63)) & 1) : !never_split_first_.count(first))
+    return false;
   sc->word.clear();
   for (const Char& c : chars) AppendUtf8(c.cp, &sc->word);
   if (!never_split_.count(sc->word)) return false;
@@ -98,27 +103,38 @@ void Tokenizer::EmitWord(const std::vector<Char>& chars, size_t a, size_t b, boo
                          Scratch* sc) const {
   auto unk = [&]() {
     out->ids.push_back(unk_id_);
-    if constexpr (kOffsets)
-      out->offsets.push_back({static_cast<int32_t>(chars[a].start), static_cast<int32_t>(chars[b - 1].end)});
+    if constexpr (kOffsets) {
+      uint32_t lo = UINT32_MAX, hi = 0;
+      for (size_t k = a; k < b; ++k) {
+        lo = std::min(lo, chars[k].start);
+        hi = std::max(hi, chars[k].end);
+      }
+      out->offsets.push_back({static_cast<int32_t>(lo), static_cast<int32_t>(hi)});
+    }
   };
   if (b - a > static_cast<size_t>(config_.max_input_chars_per_word)) return unk();
   std::string& w = sc->word;
   w.clear();
   if constexpr (kOffsets) sc->byte_char.clear();
   for (size_t k = a; k < b; ++k) {
-    size_t before = w.size();
     AppendUtf8(chars[k].cp, &w);
     if constexpr (kOffsets) sc->byte_char.resize(w.size(), static_cast<uint32_t>(k));
-    (void)before;
   }
   std::vector<ByteRange>* ranges = kOffsets ? &sc->ranges : nullptr;
   if (kOffsets) sc->ranges.clear();
   bool ok = slow ? wordpiece_->TokenizeSlow(w, &out->ids, ranges) : wordpiece_->Tokenize(w, &out->ids, ranges);
   if (!ok) return unk();
   if constexpr (kOffsets) {
-    for (const ByteRange& r : sc->ranges)
-      out->offsets.push_back({static_cast<int32_t>(chars[sc->byte_char[r.begin]].start),
-                              static_cast<int32_t>(chars[sc->byte_char[r.end - 1]].end)});
+    // Usually the first char's start and the last's end; min/max because canonical
+    // reordering (NFD/NFC) can put a later mark first.
+    for (const ByteRange& r : sc->ranges) {
+      uint32_t lo = UINT32_MAX, hi = 0;
+      for (uint32_t k = sc->byte_char[r.begin]; k <= sc->byte_char[r.end - 1]; ++k) {
+        lo = std::min(lo, chars[k].start);
+        hi = std::max(hi, chars[k].end);
+      }
+      out->offsets.push_back({static_cast<int32_t>(lo), static_cast<int32_t>(hi)});
+    }
   }
 }
 
@@ -133,8 +149,14 @@ void Tokenizer::FlushToken(bool nonascii, Encoded* out, Scratch* sc) const {
     if (whole) {
       int32_t id = wordpiece_->Find(sc->word);
       out->ids.push_back(id >= 0 ? id : unk_id_);
-      if constexpr (kOffsets)
-        out->offsets.push_back({static_cast<int32_t>(tok.front().start), static_cast<int32_t>(tok.back().end)});
+      if constexpr (kOffsets) {
+        uint32_t lo = UINT32_MAX, hi = 0;
+        for (const Char& c : tok) {
+          lo = std::min(lo, c.start);
+          hi = std::max(hi, c.end);
+        }
+        out->offsets.push_back({static_cast<int32_t>(lo), static_cast<int32_t>(hi)});
+      }
     } else {
       EmitWord<kOffsets>(tok, 0, tok.size(), /*slow=*/true, out, sc);
     }

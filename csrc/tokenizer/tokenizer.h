@@ -110,6 +110,7 @@ class Tokenizer {
   bool added_nonascii_first_ = false;
   std::unordered_set<std::string> never_split_, never_split_whole_;
   std::unordered_set<char32_t> never_split_first_;
+  uint64_t never_split_first_ascii_[2] = {0, 0};  // ASCII first chars, a fast pre-check
   uint16_t ascii_flags_[128];
 };
 

@@ -5,20 +5,6 @@
 
 namespace mbexport {
 
-uint32_t WordPiece::Child(uint32_t node, uint8_t byte) const {
-  if (node == kRoot) return root_child_[byte];
-  const Node& n = nodes_[node];
-  const uint8_t* l = labels_.data() + n.edge_begin;
-  if (n.edge_count <= 8) {
-    for (uint32_t i = 0; i < n.edge_count; ++i)
-      if (l[i] == byte) return targets_[n.edge_begin + i];
-    return kNull;
-  }
-  const uint8_t* it = std::lower_bound(l, l + n.edge_count, byte);
-  if (it != l + n.edge_count && *it == byte) return targets_[n.edge_begin + (it - l)];
-  return kNull;
-}
-
 bool WordPiece::Tokenize(std::string_view word, std::vector<int32_t>* ids, std::vector<ByteRange>* ranges) const {
   const size_t ids_before = ids->size();
   const size_t ranges_before = ranges ? ranges->size() : 0;
@@ -163,6 +149,24 @@ Status WordPieceBuilder::Build(const std::vector<std::string>& vocab, std::uniqu
   w->suffix_root_ = sroot;
   std::fill(std::begin(w->root_child_), std::end(w->root_child_), WordPiece::kNull);
   for (auto& [c, v] : t[0].kids) w->root_child_[c] = index[v];
+
+  // The edge hash table (root edges live in root_child_).
+  size_t slots = 16;
+  while (slots < 2 * w->labels_.size()) slots *= 2;
+  if (order.size() >= (1u << 24)) return Status(StatusCode::kVocabError, "vocabulary is too large for the WordPiece trie");
+  w->edges_.assign(slots, 0);
+  w->hash_mask_ = static_cast<uint32_t>(slots - 1);
+  w->hash_shift_ = 32;
+  for (size_t s = slots; s > 1; s >>= 1) --w->hash_shift_;
+  for (size_t k = 1; k < order.size(); ++k) {
+    const WordPiece::Node& n = nodes[k];
+    for (uint32_t e = 0; e < n.edge_count; ++e) {
+      const uint32_t key = static_cast<uint32_t>(k) * 256u + w->labels_[n.edge_begin + e] + 1u;
+      uint32_t h = (key * 0x9E3779B1u) >> w->hash_shift_;
+      while (w->edges_[h] != 0) h = (h + 1) & w->hash_mask_;
+      w->edges_[h] = (static_cast<uint64_t>(key) << 32) | w->targets_[n.edge_begin + e];
+    }
+  }
 
   std::vector<int32_t> scratch;
   for (size_t k = 0; k < order.size(); ++k) {

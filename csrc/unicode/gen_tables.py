@@ -38,7 +38,7 @@ F_CJK = 1 << 4              # _is_chinese_char
 F_MN = 1 << 5               # category Mn (removed by strip_accents)
 F_CASED = 1 << 6            # Unicode Cased, as str.lower() sees it
 F_CASE_IGNORABLE = 1 << 7   # Unicode Case_Ignorable, as str.lower() sees it
-F_NFC_MAYBE = 1 << 8        # NFC may change a string containing it
+F_NFC_MAYBE = 1 << 8        # NFC may change a string containing it (NFC quick check)
 F_HAS_LOWER = 1 << 9        # str.lower() differs
 F_HAS_NFD = 1 << 10         # NFD differs
 
@@ -119,7 +119,9 @@ def build() -> str:
                 nfd = tuple(ord(x) for x in d)
                 flags |= F_HAS_NFD
         ccc = unicodedata.combining(c)
-        if nfd or ccc or cp in second_elements or HANGUL_FIRST <= cp <= HANGUL_LAST or 0x1100 <= cp <= 0x11FF:
+        # NFC quick check: not NFC_QC=Yes (changes alone, or may compose with a previous
+        # char), or a combining mark (may need reordering). Hangul jamo compose algorithmically.
+        if unicodedata.normalize("NFC", c) != c or ccc or cp in second_elements or 0x1100 <= cp <= 0x11FF:
             flags |= F_NFC_MAYBE
         rec = (flags, ccc, len(lower), intern(lower), len(nfd), intern(nfd))
         if rec not in record_index:

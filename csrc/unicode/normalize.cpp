@@ -12,16 +12,21 @@ namespace {
 constexpr char32_t kSBase = 0xAC00, kLBase = 0x1100, kVBase = 0x1161, kTBase = 0x11A7;
 constexpr int kLCount = 19, kVCount = 21, kTCount = 28, kNCount = kVCount * kTCount, kSCount = kLCount * kNCount;
 
-// Part k of n of the decomposition of c. A char NFC composed gets its spans back: the
-// first part the starter's; the others one original char each when they number as
-// many as the chars composed in (the usual case: each came from one char, in order),
-// else they share the marks' span. Any other char's parts share its span.
+}  // namespace
+
+// Part k of the n code points c expands to (NFD, or a multi-char lowercase). A char NFC
+// composed gets its spans back: the m = end - split chars composed into it (assumed one
+// original char each, in order: the usual case) take the last m parts, one char each;
+// the starter's span goes to the rest. Any other char's parts share its span.
 Char Part(const Char& c, char32_t cp, int k, int n) {
-  if (c.split >= c.end) return {cp, c.start, c.end, c.end};
-  if (k == 0) return {cp, c.start, c.split, c.split};
-  if (c.end - c.split == static_cast<uint32_t>(n - 1)) return {cp, c.split + k - 1, c.split + k, c.split + k};
-  return {cp, c.split, c.end, c.end};
+  const int m = static_cast<int>(c.end - c.split);
+  if (m <= 0 || m >= n) return {cp, c.start, c.end, c.end};
+  if (k < n - m) return {cp, c.start, c.split, c.split};
+  const uint32_t at = c.split + static_cast<uint32_t>(k - (n - m));
+  return {cp, at, at + 1, at + 1};
 }
+
+namespace {
 
 void Decompose(const Char& c, std::vector<Char>* out) {
   if (c.cp >= kSBase && c.cp < kSBase + kSCount) {
@@ -154,7 +159,11 @@ void Lower(const std::vector<Char>& in, std::vector<Char>* out) {
       out->push_back(c);
       continue;
     }
-    for (int k = 0; k < r.lower_len; ++k) out->push_back({kSeqPool[r.lower_off + k], c.start, c.end, c.split});
+    if (r.lower_len == 1) {
+      out->push_back({kSeqPool[r.lower_off], c.start, c.end, c.split});
+      continue;
+    }
+    for (int k = 0; k < r.lower_len; ++k) out->push_back(Part(c, kSeqPool[r.lower_off + k], k, r.lower_len));
   }
 }
 

@@ -31,6 +31,9 @@ void Lower(const std::vector<Char>& in, std::vector<Char>* out);
 // BERT _run_strip_accents: NFD, then drop category Mn.
 void StripAccents(const std::vector<Char>& in, std::vector<Char>* out);
 
+// Part k of the n code points c expands to, with its span (see Char::split).
+Char Part(const Char& c, char32_t cp, int k, int n);
+
 // Whether any char of s can change under NFC (cheap pre-check; false means NFC(s) == s).
 bool MayChangeUnderNfc(const std::vector<Char>& s);
 

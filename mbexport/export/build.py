@@ -22,7 +22,8 @@ from mbexport.export.heads import HeadConfig, choose_head, output_names
 from mbexport.spec import Checkpoint
 
 FLAVORS = ("fused", "portable")
-PRECISIONS = {"fp32": np.float32, "fp16": np.float16}
+# int8 is built in fp32 and quantized after writing (export/quantize.py).
+PRECISIONS = {"fp32": np.float32, "fp16": np.float16, "int8": np.float32}
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mbexport.runtime.embedder import EmbedStats, Embedder
+from mbexport.runtime.embedder import Embedder, EmbedStats
 from mbexport.runtime.pooling import POOLINGS, l2_normalize, pool
 from mbexport.runtime.session import CpuFallbackWarning, create_session, cuda_problems, resolve_device
 

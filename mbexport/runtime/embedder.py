@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -31,12 +31,13 @@ from mbexport.errors import ExportDirError, TokenizerInputError
 from mbexport.export.manifest import read_manifest
 from mbexport.runtime.pooling import POOLINGS, l2_normalize, output_for, pool
 from mbexport.runtime.session import create_session, cuda_library_paths, resolve_device
+from mbexport.tokenizer import WordPieceTokenizer
 
 PAD_MULTIPLE = 8
 DEFAULT_WINDOW = 2048  # texts sorted together; also embed_iter's chunk size
-# Padded tokens per batch. CPU: small batches keep activations in cache (measured on
-# MiniLM, 2 cores: 4k-8k beat 16k+); GPU: large batches fill the device.
-DEFAULT_BATCH_TOKENS = {"cpu": 4096, "cuda": 65536}
+# Padded tokens per batch. CPU: small batches keep activations in cache (MiniLM, 2 cores:
+# 1k-2k tokens ran 5-15% faster than 4k-8k at S = 32..128); GPU: large batches fill the device.
+DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 65536}
 
 
 @dataclass
@@ -68,8 +69,6 @@ class Embedder:
     def __init__(self, export_dir: str | Path, device: str = "cpu", pooling: str = "cls", normalize: bool = False,
                  max_length: int | None = None, batch_tokens: int | None = None, threads: int | None = None,
                  window: int = DEFAULT_WINDOW) -> None:
-        from mbexport.tokenizer import WordPieceTokenizer
-
         self.export_dir = Path(export_dir)
         self.manifest = read_manifest(self.export_dir)
         if pooling not in POOLINGS:
@@ -129,12 +128,14 @@ class Embedder:
         """
         texts = _check_texts(texts, allow_iterator=True)
         source = iter(texts)
+        start = 0  # index of the next text in this call's input, for error messages
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mbexport-tokenize") as worker:
-            pending = self._submit(worker, source)
+            pending = self._submit(worker, source, start)
             while pending is not None:
                 started = time.perf_counter()
                 window = pending.result()
-                pending = self._submit(worker, source)
+                start += window.size
+                pending = self._submit(worker, source, start)
                 chunk = self._run(window)
                 self.stats.seconds += time.perf_counter() - started
                 yield chunk
@@ -145,14 +146,14 @@ class Embedder:
 
     # -- pipeline -----------------------------------------------------------------------------
 
-    def _submit(self, worker: ThreadPoolExecutor, source: Iterator[str]):
+    def _submit(self, worker: ThreadPoolExecutor, source: Iterator[str], start: int) -> Future | None:
         texts = list(islice(source, self.window))
-        return worker.submit(self._prepare, texts) if texts else None
+        return worker.submit(self._prepare, texts, start) if texts else None
 
-    def _prepare(self, texts: list[str]) -> _Window:
+    def _prepare(self, texts: list[str], start: int) -> _Window:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TokenizerInputError(f"Embedder: text {self.stats.texts + i} is {type(text).__name__}, "
+                raise TokenizerInputError(f"Embedder: text {start + i} is {type(text).__name__}, "
                                           "not str; pass strings (decode bytes first)")
         ids, cu = _encode(self.tokenizer, texts, self.max_length)
         batcher = _native.Batcher(ids, cu, max_length=self.max_length, batch_tokens=self.batch_tokens,
@@ -162,13 +163,8 @@ class Embedder:
     def _run(self, window: _Window) -> np.ndarray:
         batcher = window.batcher
         out = np.empty((window.size, self.hidden_size), dtype=np.float32)
-        for b in range(len(batcher)):
-            if self._stager is not None:
-                indices, output, mask = self._run_cuda(batcher, b)
-            else:
-                indices, input_ids, mask, types = batcher.padded(b)
-                feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
-                output = self.session.run([self._output], {k: feeds[k] for k in self._inputs})[0]
+        batches = self._cuda_batches(batcher) if self._stager is not None else self._cpu_batches(batcher)
+        for indices, output, mask in batches:
             if output.dtype != np.float32:
                 output = output.astype(np.float32)
             _native.scatter_rows(pool(output, mask, self.pooling), indices, out)
@@ -181,9 +177,26 @@ class Embedder:
         self.stats.batches += len(batcher)
         return out
 
-    def _run_cuda(self, batcher: Any, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stage batch b in pinned memory, copy it on the stager's stream, run with IO binding."""
-        indices, slot, lengths = batcher.stage(b, self._stager)
+    def _cpu_batches(self, batcher: Any) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for b in range(len(batcher)):
+            indices, input_ids, mask, types = batcher.padded(b)
+            feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
+            yield indices, self.session.run([self._output], {k: feeds[k] for k in self._inputs})[0], mask
+
+    def _cuda_batches(self, batcher: Any) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Double buffering: while batch b runs, batch b+1 is written into the other pinned slot and
+        copied on the stream by a staging thread (both calls release the GIL). Slot b+1 last held
+        batch b-1, whose run has returned, so its device memory is free."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mbexport-stage") as stager:
+            staged = stager.submit(batcher.stage, 0, self._stager) if len(batcher) else None
+            for b in range(len(batcher)):
+                indices, slot, lengths = staged.result()
+                if b + 1 < len(batcher):
+                    staged = stager.submit(batcher.stage, b + 1, self._stager)
+                yield (indices, *self._run_staged(slot, lengths))
+
+    def _run_staged(self, slot: int, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run a staged slot with IO binding (inputs on the GPU, the pooled output read back)."""
         rows, width = self._stager.shape(slot)
         binding = self.session.io_binding()
         for name, ptr in zip(("input_ids", "attention_mask", "token_type_ids"), self._stager.device_ptrs(slot)):
@@ -193,7 +206,7 @@ class Embedder:
         self.session.run_with_iobinding(binding)
         output = binding.copy_outputs_to_cpu()[0]
         mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
-        return indices, output, mask
+        return output, mask
 
 
 def _check_texts(texts: Any, allow_iterator: bool = False) -> Any:

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
 
 import numpy as np
@@ -56,7 +57,7 @@ def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False
     counts = counts if counts is not None else ReadCounts()
     name = "<stdin>" if path == "-" else path
     try:
-        stream: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")
+        stream: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 (closed below)
     except OSError as e:
         raise InputFileError(f"{path}: cannot open input ({e.strerror})") from None
     try:
@@ -76,7 +77,7 @@ def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False
                     raise ValueError(f"no {field!r} field in the record (choose one with --field)")
                 value = record[field]
                 if not isinstance(value, str):
-                    raise ValueError(f"field {field!r} is {type(value).__name__}, not a string")
+                    raise ValueError(f"field {field!r} is {type(value).__name__}, not a string")  # noqa: TRY004
                 yield record.get("id", number), value
             except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 why = "not valid UTF-8" if isinstance(e, UnicodeDecodeError) else str(e)
@@ -109,7 +110,7 @@ class AtomicOutput:
         self._file: IO[bytes] | None = None
         self._tmp: str | None = None
 
-    def __enter__(self) -> AtomicOutput:
+    def __enter__(self) -> AtomicOutput:  # noqa: PYI034
         fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
         self._file = os.fdopen(fd, "wb")
         if self.format == "npy":
@@ -128,7 +129,8 @@ class AtomicOutput:
                 self._file.write(("\n".join(lines) + "\n").encode("utf-8"))
         self.rows += len(rows)
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         assert self._file is not None and self._tmp is not None
         try:
             if exc_type is None:
@@ -151,7 +153,7 @@ class AtomicOutput:
 
 def _npy_header(shape: tuple[int, int]) -> bytes:
     """An NPY 1.0 header for little-endian float32 C-order ``shape``, exactly NPY_HEADER_BYTES long."""
-    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % shape
+    text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape[0]}, {shape[1]}), }}"
     prefix = 10  # magic (6) + version (2) + header length (2)
     body = text.ljust(NPY_HEADER_BYTES - prefix - 1) + "\n"
     header = b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1")

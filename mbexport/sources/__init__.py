@@ -9,32 +9,15 @@ has no local path, then hands the directory (or TF prefix) to the reader for its
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from types import ModuleType
 
 from mbexport.catalog import Source
 from mbexport.errors import CheckpointFormatError, SourceNotFoundError
 from mbexport.sources.hf_dir import WEIGHT_FILES, load_hf_dir
+from mbexport.sources.tf_checkpoint import is_tf_checkpoint, load_tf_checkpoint
 from mbexport.spec import Checkpoint
 
 __all__ = ["load_checkpoint"]
-
-
-def _tf_reader() -> ModuleType | None:
-    """The TF1 checkpoint reader, or None where this build does not have it yet."""
-    try:
-        return importlib.import_module("mbexport.sources.tf_checkpoint")
-    except ModuleNotFoundError as e:
-        if e.name != "mbexport.sources.tf_checkpoint":
-            raise  # the reader exists but one of its own imports is missing: say so
-        return None
-
-
-def _looks_like_tf(path: Path) -> bool:
-    if Path(f"{path}.index").is_file():
-        return True
-    return path.is_dir() and any(path.glob("*.ckpt*.index"))
 
 
 def load_checkpoint(source: Source) -> Checkpoint:
@@ -53,18 +36,12 @@ def load_checkpoint(source: Source) -> Checkpoint:
 
     if path.is_dir() and any((path / name).is_file() for name in WEIGHT_FILES):
         return load_hf_dir(path, label, source.revision)
-    if path.is_dir() and (path / "config.json").is_file() and not _looks_like_tf(path):
+    if path.is_dir() and (path / "config.json").is_file() and not is_tf_checkpoint(path):
         return load_hf_dir(path, label, source.revision)  # reports what is missing
-    tf = _tf_reader()
-    if tf is not None and tf.is_tf_checkpoint(path):
-        checkpoint = tf.load_tf_checkpoint(path, label)
+    if is_tf_checkpoint(path):
+        checkpoint = load_tf_checkpoint(path, label)
         checkpoint.revision = checkpoint.revision or source.revision
         return checkpoint
-    if _looks_like_tf(path):
-        raise CheckpointFormatError(
-            f"{path} is a TF1 checkpoint, but this mbexport has no TF checkpoint reader; convert it to an HF "
-            "directory first"
-        )
     if path.is_dir():
         return load_hf_dir(path, label, source.revision)
     raise CheckpointFormatError(

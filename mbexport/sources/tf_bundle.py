@@ -31,11 +31,11 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -506,7 +506,9 @@ class BundleReader:
         return shard
 
     def raw(self, name: str) -> memoryview:
-        """The tensor's bytes (a view into the mapped shard), bounds- and CRC-checked."""
+        """The tensor's bytes (a view into the mapped shard), bounds- and CRC-checked.
+
+        The stored CRC covers the bytes as written, except for strings (see ``_read_strings``)."""
         entry = self.entries[name]
         if entry.sliced:
             raise CheckpointFormatError(f"{self.index_path}: tensor {name!r} is a partitioned variable; "
@@ -518,13 +520,15 @@ class BundleReader:
                 f"{self.shard_path(entry.shard_id)} is truncated: tensor {name!r} needs bytes "
                 f"{entry.offset}..{end} but the file has {len(shard)}; re-download it")
         data = memoryview(shard)[entry.offset: end]
-        if entry.crc32c is not None:
-            actual = crc32c(data)
-            if actual != unmask_crc(entry.crc32c):
-                raise CheckpointFormatError(
-                    f"{self.shard_path(entry.shard_id)}: CRC mismatch in tensor {name!r} (stored "
-                    f"{unmask_crc(entry.crc32c):#010x}, computed {actual:#010x}); the file is corrupt, re-download it")
+        if entry.dtype != _DT_STRING:
+            self._check_crc(entry, crc32c(data))
         return data
+
+    def _check_crc(self, entry: TensorEntry, actual: int) -> None:
+        if entry.crc32c is not None and actual != unmask_crc(entry.crc32c):
+            raise CheckpointFormatError(
+                f"{self.shard_path(entry.shard_id)}: CRC mismatch in tensor {entry.name!r} (stored "
+                f"{unmask_crc(entry.crc32c):#010x}, computed {actual:#010x}); the file is corrupt, re-download it")
 
     def view(self, name: str) -> np.ndarray:
         """A read-only numpy view of a numeric tensor (bfloat16 as its uint16 bits)."""
@@ -554,7 +558,9 @@ class BundleReader:
         return array.astype(array.dtype.newbyteorder("="), copy=True)
 
     def _read_strings(self, entry: TensorEntry) -> np.ndarray:
-        # [varint64 length]*n [fixed32 masked CRC of the lengths] [bytes]*n
+        # [varint64 length]*n [fixed32 masked CRC of the lengths] [bytes]*n; the entry's CRC is
+        # taken over each length as a little-endian uint32 (uint64 past 4 GiB), the masked
+        # length CRC, then the strings (TF's WriteStringTensor).
         data = bytes(self.raw(entry.name))
         count = int(np.prod(entry.shape, dtype=np.int64))
         pos, lengths = 0, []
@@ -564,11 +570,17 @@ class BundleReader:
                 lengths.append(length)
         except ValueError:
             raise CheckpointFormatError(f"{self.index_path}: string tensor {entry.name!r} is corrupt") from None
+        crc = 0
+        for length in lengths:
+            crc = crc32c(struct.pack("<I" if length <= 0xFFFFFFFF else "<Q", length), crc)
+        crc = crc32c(data[pos: pos + 4], crc)
         pos += 4
         out = np.empty(count, dtype=object)
         for i, length in enumerate(lengths):
             out[i] = data[pos: pos + length]
+            crc = crc32c(out[i], crc)
             pos += length
+        self._check_crc(entry, crc)
         return out.reshape(entry.shape)
 
     def __iter__(self) -> Iterator[TensorEntry]:

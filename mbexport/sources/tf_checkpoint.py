@@ -27,9 +27,10 @@ TF2 (TF Model Garden BertEncoder, object-based, under ``encoder/`` or ``model/``
   layer_with_weights-(4+L)/{kernel,bias}        pooler.dense
   (the same under the attribute names _embedding_layer, _transformer_layers/N, _pooler_layer ...)
 
-Kernels ([in, out]) are transposed to PyTorch's [out, in]. Optimizer slots (adam_m, adam_v,
-Adam, ...), global_step, save_counter and the object graph are skipped; any other name is
-an error, since silently dropping a weight would make a wrong model.
+Kernels ([in, out]) become PyTorch's [out, in] as transposed views (see ``_transform``).
+Optimizer slots (adam_m, adam_v, Adam, ...), global_step, save_counter and the object graph
+are skipped; any other name is an error, since silently dropping a weight would make a
+wrong model.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ _SKIP = re.compile(
     r"|/\.OPTIMIZER_SLOT/"
 )
 TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+_FLOAT_DTYPES = (1, 2, 14, 19)  # DT_FLOAT, DT_DOUBLE, DT_BFLOAT16, DT_HALF
 _TF2_ROOTS = ("encoder/", "model/")
 
 # How a TF tensor becomes its canonical array: "copy", "T" (a [in, out] kernel), "qkv"
@@ -170,14 +172,15 @@ def _stored_shapes(how: str, target: tuple[int, ...], heads: int) -> list[tuple[
 
 
 def _transform(array: np.ndarray, how: str, target: tuple[int, ...]) -> np.ndarray:
-    """One copy from the mapped bytes to a float32 (or integer) array in canonical layout."""
+    """One copy from the mapped bytes to a float32 array of the canonical shape.
+
+    Kernels are copied as stored ([in, out], a plain memcpy) and returned as the transposed
+    view: shape [out, in] as the canonical scheme says, Fortran-ordered. The exporter stores
+    ``weight.T`` again, which is then contiguous, so no transpose is ever materialised.
+    """
     if how in ("T", "qkv", "attn_out"):
-        array = array.reshape(target[1], target[0]).T
-    else:
-        array = array.reshape(target)
-    if np.issubdtype(array.dtype, np.floating):
-        return np.ascontiguousarray(array, dtype=np.float32)
-    return np.array(array, order="C", dtype=array.dtype.newbyteorder("="))
+        return np.array(array.reshape(target[1], target[0]), dtype=np.float32, order="C").T
+    return np.array(array.reshape(target), dtype=np.float32, order="C")
 
 
 def find_prefix(path: Path | str) -> Path:
@@ -218,8 +221,8 @@ def is_tf_checkpoint(path: Path) -> bool:
 
 def list_tensors(path: Path | str) -> list[tuple[str, str, tuple[int, ...]]]:
     """(name, dtype, shape) of every tensor in the checkpoint, sorted by name (like TF's list_variables)."""
-    reader = BundleReader(find_prefix(path))
-    return [(e.name, e.dtype_name, e.shape) for e in reader.entries.values()]
+    with BundleReader(find_prefix(path)) as reader:
+        return [(e.name, e.dtype_name, e.shape) for e in reader.entries.values()]
 
 
 def inspect_ckpt_table(path: Path | str) -> list[tuple[str, str, str]]:
@@ -292,6 +295,9 @@ def load_tf_checkpoint(path: Path, label: str | None = None) -> Checkpoint:
                     f"{reader.index_path}: tensor {tf_name!r} has shape {list(entry.shape)} but "
                     f"{config_path.name} implies {list(allowed[0])}; the config and the checkpoint come from "
                     "different models")
+            if entry.dtype not in _FLOAT_DTYPES:
+                raise CheckpointFormatError(f"{reader.index_path}: tensor {tf_name!r} has dtype {entry.dtype_name}; "
+                                            "a BERT weight must be float32, float16, bfloat16 or float64")
             array = reader.view(tf_name)
             if entry.dtype == 14:  # bfloat16 bits
                 array = widen_bfloat16(array)

@@ -1,0 +1,74 @@
+"""The Unicode tables equal this interpreter's unicodedata, and normalisation equals Python's per code point.
+
+The per-code-point test builds its vocabulary from the reference's own BasicTokenizer output, so
+every word the reference produces is one id: any difference in cleaning, CJK spacing, NFC,
+str.lower() (final sigma, multi-char lowercasings), NFD or accent stripping changes an id.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from mbexport import WordPieceTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+legacy_mod = pytest.importorskip("transformers.models.bert.tokenization_bert_legacy")
+
+
+def test_checked_in_tables_equal_this_interpreter() -> None:
+    spec = importlib.util.spec_from_file_location("gen_tables", ROOT / "csrc" / "unicode" / "gen_tables.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    text = (ROOT / "csrc" / "unicode" / "unicode_tables.cpp").read_text(encoding="utf-8")
+    assert f'kUnicodeVersion[] = "{unicodedata.unidata_version}"' in text, "regenerate: python csrc/unicode/gen_tables.py"
+    assert gen.build() == text, "csrc/unicode/unicode_tables.cpp is stale: python csrc/unicode/gen_tables.py"
+
+
+def _code_points(step: int) -> list[int]:
+    """Every code point below U+3400 (scripts, marks, Greek, symbols), then every step-th one."""
+    cps = list(range(1, 0x3400)) + list(range(0x3400, 0x110000, step))
+    return [cp for cp in cps if not 0xD800 <= cp <= 0xDFFF]
+
+
+def _texts(cps: list[int]) -> list[str]:
+    out = []
+    for k in range(0, len(cps), 40):
+        chunk = [chr(cp) for cp in cps[k:k + 40]]
+        # The char alone, after a cased letter and before Σ (final-sigma context), after Σ, and
+        # between a letter and a combining mark (NFC composition / canonical order).
+        out.append(" ".join(f"{c} A{c}Σ Σ{c} e{c}\u0301 {c}\u0345\u0300" for c in chunk))
+    return out
+
+
+VARIANTS = [{"do_lower_case": True}, {"do_lower_case": False}, {"do_lower_case": True, "strip_accents": False},
+            {"do_lower_case": False, "strip_accents": True}]
+VARIANT_IDS = ["uncased", "cased", "lower-keep-accents", "cased-strip"]
+
+
+def _check(tmp_path: Path, options: dict, step: int) -> None:
+    texts = _texts(_code_points(step))
+    basic = legacy_mod.BasicTokenizer(do_lower_case=options["do_lower_case"],
+                                      strip_accents=options.get("strip_accents"))
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = sorted({w for t in texts for w in basic.tokenize(t)} - set(specials))
+    (tmp_path / "vocab.txt").write_text("\n".join(specials + words) + "\n", encoding="utf-8")
+    ref = legacy_mod.BertTokenizerLegacy(str(tmp_path / "vocab.txt"), **options)
+    ours = WordPieceTokenizer.from_pretrained(tmp_path / "vocab.txt", **options)
+    got = ours(texts, add_special_tokens=False)["input_ids"]
+    bad = [(t, g) for t, g in zip(texts, got) if g != ref.convert_tokens_to_ids(ref.tokenize(t))]
+    assert bad[:1] == []
+
+
+@pytest.mark.parametrize("options", VARIANTS, ids=VARIANT_IDS)
+def test_code_points_normalise_as_python(tmp_path: Path, options: dict) -> None:
+    _check(tmp_path, options, step=97)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", VARIANTS, ids=VARIANT_IDS)
+def test_every_code_point_normalises_as_python(tmp_path: Path, options: dict) -> None:
+    _check(tmp_path, options, step=1)
