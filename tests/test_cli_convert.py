@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -77,10 +78,12 @@ def test_earlyberts_revision_converts(tiny_checkpoint, hf_cache, tmp_path):
     hf_home = hf_cache("personads/earlyberts-seed1", tiny_checkpoint(head="pretraining", seed=7), revision="step7000")
     out = tmp_path / "early"
     result = run("convert", "earlyberts-seed1", "step7000", "--out", str(out), "--head", "base",
-                 env=offline_env(hf_home, tmp_path))
+                 env=offline_env(hf_home, tmp_path), preexec_fn=lambda: os.umask(0o027))
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "mbexport.json").read_text())
     assert manifest["source"]["revision"] == "step7000" and manifest["head"] == "base"
+    # The export directory is an ordinary one: its mode follows the caller's umask, not mkdtemp's 0700.
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
 
 
 def test_info_and_parity_commands(existing_export, multiberts_cache, tmp_path):

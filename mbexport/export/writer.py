@@ -13,8 +13,8 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,7 +73,9 @@ def check_replaceable(out: Path) -> None:
 @contextmanager
 def staging_dir(out: Path) -> Iterator[Path]:
     """A fresh temp dir beside ``out`` (same filesystem, so the final rename is atomic); removed on failure."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    # Not mkdtemp: its 0700 would make every export private; os.mkdir honours the umask.
+    staging = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
     try:
         yield staging
     finally:
