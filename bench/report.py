@@ -25,13 +25,18 @@ def load(path: Path) -> dict[str, Any]:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        # cosines and agreements near 1 need their digits; everything else reads best at 4.
+        return f"{value:.7f}" if 0.99 <= value < 1 else f"{value:.4g}"
     return str(value)
+
+
+# extra_info keys plotted, not tabulated.
+PLOTTED_ONLY = ("abs_diff_histogram",)
 
 
 def group_table(rows: list[dict[str, Any]]) -> str:
     extra_keys = [k for k in PREFERRED if any(k in r["extra_info"] for r in rows)]
-    extra_keys += sorted({k for r in rows for k in r["extra_info"]} - set(extra_keys))
+    extra_keys += sorted({k for r in rows for k in r["extra_info"]} - set(extra_keys) - set(PLOTTED_ONLY))
     header = ["benchmark", "mean (s)", "stddev (s)", "rounds", *extra_keys]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
@@ -42,25 +47,86 @@ def group_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_group(group: str, rows: list[dict[str, Any]], plots: Path) -> Path:
-    """Throughput (1 / mean time) per benchmark in a group, as a horizontal bar chart."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig: Any, plots: Path, name: str) -> Path:
+    plots.mkdir(parents=True, exist_ok=True)
+    path = plots / f"{name.replace('/', '_').replace(' ', '_')}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_group(group: str, rows: list[dict[str, Any]], plots: Path) -> Path:
+    """Throughput (1 / mean time) per benchmark in a group, as a horizontal bar chart."""
     names = [r["name"].removeprefix("test_") for r in rows]
     ops = [1.0 / r["stats"]["mean"] for r in rows]
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    fig, ax = _pyplot().subplots(figsize=(8, 0.5 * len(rows) + 1.5))
     ax.barh(names, ops, color="#4472c4")
     ax.set_xlabel("runs per second (higher is faster)")
-    ax.set_title(f"{group}")
-    fig.tight_layout()
-    plots.mkdir(parents=True, exist_ok=True)
-    path = plots / f"{group.replace('/', '_').replace(' ', '_')}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    ax.set_title(group)
+    return _save(fig, plots, group)
+
+
+def plot_batch_scaling(group: str, rows: list[dict[str, Any]], plots: Path) -> Path:
+    """Sequences per second vs batch size, one line per engine, one panel per sequence length."""
+    sequences = sorted({r["extra_info"]["sequence"] for r in rows})
+    fig, axes = _pyplot().subplots(1, len(sequences), figsize=(5 * len(sequences), 4), squeeze=False)
+    for ax, seq in zip(axes[0], sequences):
+        lines: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for r in rows:
+            info = r["extra_info"]
+            if info["sequence"] == seq:
+                lines[info["engine"]].append((info["batch"], info["batch"] / r["stats"]["mean"]))
+        for engine, points in sorted(lines.items()):
+            points.sort()
+            ax.plot([b for b, _ in points], [v for _, v in points], marker="o", label=engine)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("sequences per second")
+        ax.set_title(f"{group}, sequence {seq}")
+        ax.legend(fontsize=7)
+    return _save(fig, plots, f"{group}-scaling")
+
+
+def plot_histograms(group: str, rows: list[dict[str, Any]], plots: Path) -> Path:
+    """|diff| vs the reference by decade, one bar series per export."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(rows)
+    for k, r in enumerate(rows):
+        hist = r["extra_info"]["abs_diff_histogram"]
+        decades, counts = hist["decades"], hist["counts"]
+        total = max(sum(counts), 1)
+        ax.bar([i + k * width for i in range(len(counts))], [c / total for c in counts], width,
+               label=f"{r['extra_info'].get('engine', r['name'])} ({hist['output']})")
+    labels = [f"<1e{decades[0]}"] + [f"1e{d}" for d in decades[1:]] + [f">=1e{decades[-1]}"]
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, rotation=45, fontsize=8)
+    ax.set_xlabel("|ours - reference| (bin lower edge)")
+    ax.set_ylabel("fraction of values")
+    ax.set_title(f"{group}: |diff| histogram")
+    ax.legend(fontsize=7)
+    return _save(fig, plots, f"{group}-histogram")
+
+
+def plots_for(group: str, rows: list[dict[str, Any]], plots: Path) -> list[Path]:
+    """The group's bar chart, plus scaling lines for batch grids and histograms where rows carry them."""
+    made = [plot_group(group, rows, plots)]
+    grid = [r for r in rows if {"batch", "sequence", "engine"} <= r["extra_info"].keys()]
+    if len({r["extra_info"]["batch"] for r in grid}) > 1:
+        made.append(plot_batch_scaling(group, grid, plots))
+    with_hist = [r for r in rows if "abs_diff_histogram" in r["extra_info"]]
+    if with_hist:
+        made.append(plot_histograms(group, with_hist, plots))
+    return made
 
 
 def render(data: dict[str, Any], command: str, out: Path, plots: Path | None) -> str:
@@ -85,9 +151,9 @@ def render(data: dict[str, Any], command: str, out: Path, plots: Path | None) ->
     ]
     for group, rows in sorted(groups.items()):
         parts += [f"## {group}", "", group_table(rows), ""]
-        if plots is not None:
-            image = plot_group(group, rows, plots)
-            parts += [f"![{group}]({image.relative_to(out.parent) if image.is_relative_to(out.parent) else image})", ""]
+        for image in plots_for(group, rows, plots) if plots is not None else []:
+            link = image.relative_to(out.parent) if image.is_relative_to(out.parent) else image
+            parts += [f"![{image.stem}]({link})", ""]
     return "\n".join(parts)
 
 

@@ -18,6 +18,7 @@ CASES = [
     ("minilm", "base", "fused", "fp32"),
     ("minilm", "base", "fused", "fp16"),
     ("minilm", "base", "portable", "fp32"),
+    ("minilm", "base", "fused", "int8"),
     ("bert", "pretraining", "fused", "fp32"),
     ("bert", "pretraining", "fused", "fp16"),
 ]
@@ -27,7 +28,8 @@ CASES = [
 def test_parity(benchmark, model, head, flavor, precision, minilm_dir: Path, bert_checkpoint: Path, tmp_path):
     from mbexport.catalog import Source
     from mbexport.export.build import build_model
-    from mbexport.parity import check_parity
+    from mbexport.export.quantize import quantize_in_place
+    from mbexport.parity import HISTOGRAM_DECADES, check_parity
     from mbexport.sources import load_checkpoint
 
     src = minilm_dir if model == "minilm" else bert_checkpoint
@@ -35,6 +37,8 @@ def test_parity(benchmark, model, head, flavor, precision, minilm_dir: Path, ber
     built = build_model(checkpoint, head=head, flavor=flavor, precision=precision)
     path = tmp_path / "model.onnx"
     path.write_bytes(built.model.SerializeToString())
+    if precision == "int8":
+        quantize_in_place(path)
     benchmark.group = "parity"
     report = benchmark.pedantic(lambda: check_parity(path, checkpoint, built.head, precision, "torch"),
                                 rounds=1, iterations=1)
@@ -44,4 +48,7 @@ def test_parity(benchmark, model, head, flavor, precision, minilm_dir: Path, ber
         benchmark.extra_info[f"{output.name}_cosine"] = round(output.mean_cosine, 7)
         if output.argmax_agreement is not None:
             benchmark.extra_info[f"{output.name}_argmax"] = round(output.argmax_agreement, 4)
+    first = report.outputs[0]  # the hidden states or the head's main logits: the report plots its histogram
+    benchmark.extra_info["abs_diff_histogram"] = {"output": first.name, "decades": list(HISTOGRAM_DECADES),
+                                                  "counts": first.abs_diff_histogram}
     assert report.passed, report.to_dict()

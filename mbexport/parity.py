@@ -33,6 +33,8 @@ TOLERANCES = {
 }
 # Hidden states are held to the absolute bound; logits to a bound scaled by their size.
 ABSOLUTE_OUTPUTS = ("last_hidden_state", "pooler_output")
+# |diff| histogram bins, by decade: below 1e-10, [1e-10, 1e-9), ..., [1e-1, 1), 1 and above.
+HISTOGRAM_DECADES = tuple(range(-10, 1))
 
 # Real text for the second parity batch: several scripts, casing, punctuation, a pair.
 PARITY_TEXTS = [
@@ -197,6 +199,7 @@ class OutputParity:
     tolerance: float | None  # max |diff| bound; None where the precision bounds direction only (int8)
     min_mean_cosine: float
     min_argmax_agreement: float
+    abs_diff_histogram: list[int]  # counts per HISTOGRAM_DECADES bin (len + 1 bins)
 
     @property
     def passed(self) -> bool:
@@ -276,6 +279,8 @@ def compare(name: str, ours: list[np.ndarray], refs: list[np.ndarray], masks: li
         tolerance=None if base_tol is None else base_tol if is_hidden else base_tol * max(peaks),
         min_mean_cosine=bounds["min_cosine"],
         min_argmax_agreement=bounds["min_argmax_agreement"],
+        abs_diff_histogram=np.bincount(np.searchsorted(np.power(10.0, HISTOGRAM_DECADES), diff, side="right"),
+                                       minlength=len(HISTOGRAM_DECADES) + 1).tolist(),
     )
 
 

@@ -16,7 +16,7 @@ from mbexport.converter import convert_detailed
 from mbexport.errors import ExportError
 from mbexport.export.build import build_model
 from mbexport.export.heads import HEAD_CONFIGS
-from mbexport.parity import check_parity, numpy_reference, random_batch, torch_reference
+from mbexport.parity import HISTOGRAM_DECADES, check_parity, numpy_reference, random_batch, torch_reference
 from mbexport.sources import load_checkpoint
 from mbexport.spec import sha256_files
 
@@ -77,6 +77,12 @@ def test_every_head_matches_transformers(tiny_checkpoint, tmp_path, head, flavor
         assert output.mean_cosine >= (0.99999 if precision == "fp32" else 0.9999)
         if output.argmax_agreement is not None:
             assert output.argmax_agreement == 1.0
+        # The |diff| histogram's highest bin holds the max; fp32 hidden states have nothing at or above 1e-4.
+        hist = output.abs_diff_histogram
+        assert len(hist) == len(HISTOGRAM_DECADES) + 1 and sum(hist) > 0
+        assert 10.0 ** HISTOGRAM_DECADES[max(i for i, c in enumerate(hist) if c) - 1] <= output.max_abs
+        if precision == "fp32" and output.name == "last_hidden_state":
+            assert sum(hist[HISTOGRAM_DECADES.index(-4) + 1:]) == 0
 
 
 @pytest.mark.parametrize("act", ["gelu_new", "relu"])

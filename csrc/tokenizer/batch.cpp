@@ -69,6 +69,21 @@ Status EncodeAll(const Tokenizer& tok, const std::vector<TextView>& a, const std
   return Status::Ok();
 }
 
+// Encodes every text (and pair) in parallel, then plans the output rows each item becomes.
+Status EncodeAndPlan(const Tokenizer& tok, const std::vector<TextView>& a, const std::vector<TextView>* b,
+                     const PostOptions& po, bool offsets, int threads, std::vector<Encoded>* ea,
+                     std::vector<Encoded>* eb, std::vector<RowPlan>* rows) {
+  Status st = EncodeAll(tok, a, b, offsets, threads, ea, eb);
+  if (!st.ok()) return st;
+  rows->reserve(a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    st = PlanRows(static_cast<uint32_t>(i), static_cast<uint32_t>((*ea)[i].ids.size()), b != nullptr,
+                  b ? static_cast<uint32_t>((*eb)[i].ids.size()) : 0, po, rows);
+    if (!st.ok()) return st;
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 int DefaultThreads() {
@@ -84,16 +99,10 @@ Status EncodeBatch(const Tokenizer& tok, const std::vector<TextView>& texts_a, c
                    const BatchOptions& options, BatchResult* out) {
   const PostOptions& po = options.post;
   std::vector<Encoded> ea, eb;
-  Status st = EncodeAll(tok, texts_a, texts_b, options.offsets, options.threads, &ea, &eb);
+  std::vector<RowPlan> rows;
+  Status st = EncodeAndPlan(tok, texts_a, texts_b, po, options.offsets, options.threads, &ea, &eb, &rows);
   if (!st.ok()) return st;
   const size_t n = texts_a.size();
-  std::vector<RowPlan> rows;
-  rows.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    st = PlanRows(static_cast<uint32_t>(i), static_cast<uint32_t>(ea[i].ids.size()), texts_b != nullptr,
-                  texts_b ? static_cast<uint32_t>(eb[i].ids.size()) : 0, po, &rows);
-    if (!st.ok()) return st;
-  }
   int64_t longest = 0;
   for (const RowPlan& r : rows) longest = std::max<int64_t>(longest, r.length);
   const int64_t width = PaddedWidth(longest, po);
@@ -152,21 +161,15 @@ Status EncodeBatch(const Tokenizer& tok, const std::vector<TextView>& texts_a, c
 
 Status EncodePacked(const Tokenizer& tok, const std::vector<TextView>& texts_a, const std::vector<TextView>* texts_b,
                     const PostOptions& post, int threads, PackedResult* out) {
-  std::vector<Encoded> ea, eb;
-  Status st = EncodeAll(tok, texts_a, texts_b, false, threads, &ea, &eb);
-  if (!st.ok()) return st;
   PostOptions po = post;
   po.truncation = po.max_length >= 0 ? Truncation::kLongestFirst : Truncation::kNone;
   po.return_overflowing = false;
   const bool add_special_tokens = po.add_special_tokens;
-  const size_t n = texts_a.size();
+  std::vector<Encoded> ea, eb;
   std::vector<RowPlan> rows;
-  rows.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    st = PlanRows(static_cast<uint32_t>(i), static_cast<uint32_t>(ea[i].ids.size()), texts_b != nullptr,
-                  texts_b ? static_cast<uint32_t>(eb[i].ids.size()) : 0, po, &rows);
-    if (!st.ok()) return st;
-  }
+  Status st = EncodeAndPlan(tok, texts_a, texts_b, po, false, threads, &ea, &eb, &rows);
+  if (!st.ok()) return st;
+  const size_t n = texts_a.size();
   out->cu_seqlens.assign(n + 1, 0);
   out->max_len = 0;
   for (size_t i = 0; i < n; ++i) {
