@@ -1,9 +1,9 @@
 """Inference speed on CPU (and CUDA when present): mbexport exports vs PyTorch eager and SDPA.
 
 One BERT-base-shaped model (2 layers in --quick), random ids, full attention mask, over a
-batch x sequence grid. Each engine is its own benchmark in the group ``inference B=.. S=..``;
-the PyTorch engines run first so every mbexport row carries ``speedup`` = PyTorch SDPA time /
-its time, both measured in this run.
+batch x sequence grid. Each (engine, shape) is one benchmark in the group ``inference-cpu``;
+the PyTorch engines run first at each shape so every mbexport row carries ``speedup`` =
+PyTorch SDPA time / its time, both measured in this run.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 FULL_GRID = [(1, 128), (8, 128), (32, 64)]
 QUICK_GRID = [(1, 16), (4, 32)]
 ENGINES = ["torch-eager-fp32", "torch-sdpa-fp32", "mbexport-fused-fp32", "mbexport-portable-fp32",
-           "mbexport-fused-fp16"]
+           "mbexport-fused-fp16", "mbexport-fused-int8"]
 BASELINE = "torch-sdpa-fp32"
 TIMES: dict[tuple[int, int, str], float] = {}
 
@@ -34,7 +34,7 @@ def exports(bert_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     root = tmp_path_factory.mktemp("inference-exports")
     made = {}
-    for flavor, precision in (("fused", "fp32"), ("portable", "fp32"), ("fused", "fp16")):
+    for flavor, precision in (("fused", "fp32"), ("portable", "fp32"), ("fused", "fp16"), ("fused", "int8")):
         made[f"mbexport-{flavor}-{precision}"] = convert(str(bert_checkpoint), out=root / f"{flavor}-{precision}",
                                                          head="base", flavor=flavor, precision=precision,
                                                          parity=False)
@@ -80,7 +80,7 @@ def test_inference(benchmark, engine, shape_index, quick, bert_checkpoint, expor
     else:
         run = onnx_runner(exports[engine], inputs)
     run()  # warm-up: session/graph setup is not what this measures
-    benchmark.group = f"inference B={batch} S={seq}"
+    benchmark.group = "inference-cpu"
     benchmark.pedantic(run, rounds=2 if quick else 5, iterations=1)
     mean = benchmark.stats.stats.mean
     TIMES[(batch, seq, engine)] = mean

@@ -1,7 +1,9 @@
 """Tokenizer throughput: ~50k mixed texts -> padded numpy (max_length 128, truncation), ours vs HF.
 
-Competitor: HF's BertTokenizer (Rust `tokenizers`, fast) on the same vocab, same arguments, same
-run. Ratios, MB/s and tokens/s go to ``benchmark.extra_info``; ``--quick`` shrinks the corpus.
+Competitors: HF's BertTokenizer (Rust `tokenizers`, fast) on the same vocab, same arguments, same
+run; and the legacy pure-Python reference (transformers' BertTokenizerLegacy, Google's
+tokenization.py) on the first 5,000 texts, since it is ~100x slower (compare its MB/s).
+Ratios, MB/s and tokens/s go to ``benchmark.extra_info``; ``--quick`` shrinks the corpus.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ faker = pytest.importorskip("faker")
 from mbexport import WordPieceTokenizer  # noqa: E402
 
 ARGS = {"padding": True, "truncation": True, "max_length": 128, "return_tensors": "np"}
-_RESULTS: dict[str, float] = {}
+_RESULTS: dict[str, float] = {}  # seconds per engine
+_RATES: dict[str, float] = {}  # MB/s per engine
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +59,7 @@ def _info(benchmark, name: str, texts: list[str], out) -> None:
     tokens = int(np.asarray(out["attention_mask"]).sum())
     sec = benchmark.stats.stats.min
     _RESULTS[name] = sec
+    _RATES[name] = mb / sec
     benchmark.extra_info.update({"texts": len(texts), "MB": round(mb, 2), "MB_per_s": round(mb / sec, 1),
                                  "tokens_per_s": round(tokens / sec), "cores": os.cpu_count()})
     if "hf" in _RESULTS and name.startswith("ours"):
@@ -94,3 +98,15 @@ def test_hf_fast_one_thread(benchmark, texts, hf, quick) -> None:
     _info(benchmark, "hf_1thread", texts, out)
     if "ours_1thread" in _RESULTS:
         benchmark.extra_info["ours_1thread_speedup"] = round(_RESULTS["hf_1thread"] / _RESULTS["ours_1thread"], 1)
+
+
+def test_legacy_python_reference(benchmark, texts, minilm_dir, quick) -> None:
+    """The reference our ids must equal; MB/s on a 5,000-text prefix (500 with --quick)."""
+    legacy_mod = pytest.importorskip("transformers.models.bert.tokenization_bert_legacy")
+    legacy = legacy_mod.BertTokenizerLegacy(str(minilm_dir / "vocab.txt"), do_lower_case=True)
+    subset = texts[: 500 if quick else 5_000]
+    benchmark.group = "tokenize 50k mixed texts -> padded np (max_length 128)"
+    out = benchmark.pedantic(legacy, args=(subset,), kwargs=ARGS, rounds=1, iterations=1)
+    _info(benchmark, "legacy", subset, out)
+    if "ours" in _RATES:
+        benchmark.extra_info["ours_MB_per_s_ratio"] = round(_RATES["ours"] / _RATES["legacy"], 1)
