@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def _pyplot() -> Any:
 
 def _save(fig: Any, plots: Path, name: str) -> Path:
     plots.mkdir(parents=True, exist_ok=True)
-    path = plots / f"{name.replace('/', '_').replace(' ', '_')}.png"
+    path = plots / f"{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-')}.png"  # safe in a file name and a link
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     _pyplot().close(fig)
@@ -108,7 +109,8 @@ def plot_histograms(group: str, rows: list[dict[str, Any]], plots: Path) -> Path
         total = max(sum(counts), 1)
         ax.bar([i + k * width for i in range(len(counts))], [c / total for c in counts], width,
                label=f"{r['extra_info'].get('engine', r['name'])} ({hist['output']})")
-    labels = [f"<1e{decades[0]}"] + [f"1e{d}" for d in decades[1:]] + [f">=1e{decades[-1]}"]
+    # bin 0 is below the first decade, bin i covers [1e(decades[i-1]), 1e(decades[i])), the last is open
+    labels = [f"<1e{decades[0]}"] + [f"1e{d}" for d in decades]
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, rotation=45, fontsize=8)
     ax.set_xlabel("|ours - reference| (bin lower edge)")
     ax.set_ylabel("fraction of values")

@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-FULL_GRID = [(1, 128), (8, 128), (32, 64)]
+FULL_GRID = [(1, 64), (32, 64), (1, 128), (8, 128), (32, 128)]
 QUICK_GRID = [(1, 16), (4, 32)]
 ENGINES = ["torch-eager-fp32", "torch-sdpa-fp32", "mbexport-fused-fp32", "mbexport-portable-fp32",
            "mbexport-fused-fp16", "mbexport-fused-int8"]
