@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mbexport.errors import ExportError
+from mbexport.export.writer import EXTERNAL_DATA
+
 # Per-channel int8 MatMul weights only: on MiniLM (real text) this keeps min cosine vs fp32
 # ~0.99, where per-tensor weights or quantized Attention/embeddings drop it to 0.90-0.98.
 OP_TYPES = ["MatMul"]
@@ -22,6 +25,9 @@ OP_TYPES = ["MatMul"]
 
 def quantize_in_place(path: Path) -> dict[str, Any]:
     """Replace the fp32 model at ``path`` by its int8 form; returns the manifest's record of it."""
+    if (path.parent / EXTERNAL_DATA).exists():
+        raise ExportError(f"{path.parent}: int8 quantization of models past 2 GiB (external weights) is not "
+                          "supported; export fp32 or fp16")
     import onnx
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
