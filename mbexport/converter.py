@@ -76,11 +76,12 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
         writer.recover(target)
         writer.check_replaceable(target)
         quantization: dict[str, Any] | None = None
+        op_counts = built.op_counts()
         with writer.staging_dir(target) as staging:
             with timed("write"):
                 model_files = writer.write_model(built, staging)
                 if precision == "int8":
-                    quantization = quantize_in_place(staging / writer.MODEL)
+                    quantization, op_counts = quantize_in_place(staging / writer.MODEL)
                     model_files = {path: sha256_files([path]) for path in model_files}
                 writer.write_tokenizer_files(checkpoint, checkpoint.spec.to_hf_config(), staging)
             report = None
@@ -90,15 +91,12 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
                 if not report.passed:
                     raise ParityError(f"{source.label}: parity failed, no export written: {report.summary()}")
             figures = report.to_dict() if report else {"skipped": True}
-            manifest = manifest_mod.build_manifest(checkpoint, built, _source_record(source), model_files, figures)
-            if quantization:
-                manifest["quantization"] = quantization
-                manifest["op_counts"] = quantization["op_counts"]
+            manifest = manifest_mod.build_manifest(checkpoint, built, _source_record(source), model_files, figures,
+                                                   op_counts, quantization)
             writer.write_json(staging / writer.MANIFEST, manifest)
             with timed("commit"):
                 writer.commit(staging, target)
     size = sum(p.stat().st_size for p in target.iterdir())
-    op_counts = quantization["op_counts"] if quantization else built.op_counts()
     return ConvertResult(target, built.head.name, flavor, precision, size, op_counts, report, timings)
 
 

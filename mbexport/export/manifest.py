@@ -20,8 +20,10 @@ REQUIRED_FILES = ("model.onnx", "config.json", "vocab.txt", "tokenizer_config.js
 
 
 def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, Any],
-                   model_files: dict[Path, str], parity: dict[str, Any]) -> dict[str, Any]:
-    """The manifest; ``model_files`` maps each written model file to its sha256."""
+                   model_files: dict[Path, str], parity: dict[str, Any], op_counts: dict[str, int],
+                   quantization: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest; ``model_files`` maps each written model file to its sha256, ``op_counts``
+    are of the graph as written (after quantization, for int8)."""
     from mbexport import __version__
 
     spec = checkpoint.spec
@@ -42,7 +44,8 @@ def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, 
         "model": {"layers": spec.num_layers, "hidden": spec.hidden_size, "heads": spec.num_heads,
                   "intermediate": spec.intermediate_size, "vocab": spec.vocab_size,
                   "max_position_embeddings": spec.max_position_embeddings, "activation": spec.hidden_act},
-        "op_counts": built.op_counts(),
+        "op_counts": op_counts,
+        **({"quantization": quantization} if quantization else {}),
         "files": {p.name: {"bytes": p.stat().st_size, "sha256": digest} for p, digest in model_files.items()},
         "parity": parity,
     }

@@ -23,8 +23,9 @@ from mbexport.export.writer import EXTERNAL_DATA
 OP_TYPES = ["MatMul"]
 
 
-def quantize_in_place(path: Path) -> dict[str, Any]:
-    """Replace the fp32 model at ``path`` by its int8 form; returns the manifest's record of it."""
+def quantize_in_place(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """Replace the fp32 model at ``path`` by its int8 form; returns the manifest's record of it and
+    the quantized graph's op counts."""
     if (path.parent / EXTERNAL_DATA).exists():
         raise ExportError(f"{path.parent}: int8 quantization of models past 2 GiB (external weights) is not "
                           "supported; export fp32 or fp16")
@@ -39,8 +40,9 @@ def quantize_in_place(path: Path) -> dict[str, Any]:
                          extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
     tmp.replace(path)
     graph = onnx.load(str(path), load_external_data=False).graph
-    return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": True,
-            "op_types": OP_TYPES, "op_counts": dict(Counter(node.op_type for node in graph.node))}
+    record = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": True,
+              "op_types": OP_TYPES}
+    return record, dict(Counter(node.op_type for node in graph.node))
 
 
 @contextmanager

@@ -59,7 +59,7 @@ _SKIP = re.compile(
     r"|/\.OPTIMIZER_SLOT/"
 )
 TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
-_FLOAT_DTYPES = (1, 2, 14, 19)  # DT_FLOAT, DT_DOUBLE, DT_BFLOAT16, DT_HALF
+_FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
 _TF2_ROOTS = ("encoder/", "model/")
 
 # How a TF tensor becomes its canonical array: "copy", "T" (a [in, out] kernel), "qkv"
@@ -295,11 +295,11 @@ def load_tf_checkpoint(path: Path, label: str | None = None) -> Checkpoint:
                     f"{reader.index_path}: tensor {tf_name!r} has shape {list(entry.shape)} but "
                     f"{config_path.name} implies {list(allowed[0])}; the config and the checkpoint come from "
                     "different models")
-            if entry.dtype not in _FLOAT_DTYPES:
+            if entry.dtype_name not in _FLOAT_DTYPES:
                 raise CheckpointFormatError(f"{reader.index_path}: tensor {tf_name!r} has dtype {entry.dtype_name}; "
                                             "a BERT weight must be float32, float16, bfloat16 or float64")
             array = reader.view(tf_name)
-            if entry.dtype == 14:  # bfloat16 bits
+            if entry.dtype_name == "bfloat16":  # stored as its uint16 bits
                 array = widen_bfloat16(array)
             weights[canonical] = _transform(array, how, target)
             del array
