@@ -66,14 +66,17 @@ def onnx_runner(path: Path, inputs: dict[str, np.ndarray]):
     return lambda: session.run(None, inputs)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The grid of this mode only (quick or full): no test is collected just to be skipped."""
+    if "shape" in metafunc.fixturenames:
+        shapes = grid(bool(metafunc.config.getoption("--quick")))
+        metafunc.parametrize("shape", shapes, ids=[f"B{b}-S{s}" for b, s in shapes])
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("shape_index", range(len(FULL_GRID)))
-def test_inference(benchmark, engine, shape_index, quick, bert_checkpoint, exports):
-    shapes = grid(quick)
-    if shape_index >= len(shapes):
-        pytest.skip("grid point not in this mode")
-    batch, seq = shapes[shape_index]
+def test_inference(benchmark, engine, shape, quick, bert_checkpoint, exports):
+    batch, seq = shape
     inputs = feeds(batch, seq)
     if engine.startswith("torch"):
         run = torch_runner(bert_checkpoint, "eager" if "eager" in engine else "sdpa", inputs)

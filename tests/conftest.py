@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from skip_guard import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401  (hooks)
 
 TINY_CONFIG = {
     "vocab_size": 99,

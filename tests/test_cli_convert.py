@@ -202,11 +202,15 @@ def test_kill_9_during_convert_leaves_previous_export(existing_export, tiny_chec
     before = tree_digest(existing_export)
     proc = subprocess.Popen([MBEXPORT, "convert", str(bigger), "--out", str(existing_export)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staged_models = lambda: [p for p in existing_export.parent.glob(f".{existing_export.name}.tmp-*/model.onnx")
+                             if p.stat().st_size > 0]  # noqa: E731
     deadline = time.monotonic() + 120
-    while not list(existing_export.parent.glob(f".{existing_export.name}.tmp-*")) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    while not staged_models() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, "the convert ended before it could be killed mid-write"
+    # Proof that the kill landed mid-convert: the half-built export is still in its staging dir, uncommitted.
+    assert staged_models(), "no staged model.onnx: the kill did not land while the new export was being written"
     assert tree_digest(existing_export) == before
     onnx.checker.check_model(str(existing_export / "model.onnx"))
     # The next convert cleans the stale staging dir up and replaces the export.
