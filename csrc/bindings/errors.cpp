@@ -50,7 +50,7 @@ int64_t IntArg(const py::handle& value, const char* name, int64_t lo, int64_t hi
   int64_t v = 0;
   if (!ToInt64(value, name, &v) || v < lo || v > hi) {
     const std::string range = hi == std::numeric_limits<int64_t>::max()
-                                  ? ">= " + std::to_string(lo)
+                                  ? ">= " + std::to_string(lo) + " (and below 2**63)"
                                   : "between " + std::to_string(lo) + " and " + std::to_string(hi);
     ThrowStatus(Status(StatusCode::kInvalidArgument, std::string(name) + " must be " + range + ", got " +
                                                          std::string(py::str(value))));

@@ -93,8 +93,8 @@ Status EncodeBatch(const Tokenizer& tok, const std::vector<TextView>& texts_a, c
       cause += (cause.empty() ? "" : ", ") + std::string("pad_to_multiple_of=") + std::to_string(po.pad_to_multiple_of);
     return Status(StatusCode::kInvalidArgument,
                   "the padded output would be " + std::to_string(row_count) + " rows x " +
-                      (width_ok ? std::to_string(width) : std::string("over 2**63")) + " tokens (" + cause +
-                      "), more than 2**31 cells per array; lower max_length or pad_to_multiple_of");
+                      (width_ok ? std::to_string(width) : std::string("over 2**63")) + " tokens" +
+                      (cause.empty() ? "" : " (" + cause + ")") + ", more than 2**31 cells per array; lower max_length or pad_to_multiple_of");
   }
   // int64 arrays: ids, types, mask (+ special mask, + 2 per cell of offsets) and 2 per row.
   const uint64_t arrays = 3 + (options.special_tokens_mask ? 1 : 0) + (options.offsets ? 2 : 0);
