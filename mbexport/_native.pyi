@@ -19,7 +19,8 @@ def parse_vocab(data: bytes, name: str = "<bytes>") -> list[str]:
     """As read_vocab, from bytes (lines end at \\n, \\r\\n or \\r, as Python's text mode reads them)."""
 
 def default_threads() -> int:
-    """Worker threads a call uses when threads <= 0 (the CPUs this process may run on)."""
+    """Worker threads a call uses when threads <= 0 (the CPUs this process may run on); larger
+    ``threads`` values are clamped to it, and a thread the OS refuses is done without."""
 
 class WordPieceTokenizer:
     """Native BERT tokenizer (BasicTokenizer + WordPiece), immutable and thread-safe.
@@ -139,7 +140,9 @@ class HostBuffer:
     def ptr(self) -> int: ...
 
 class CudaStager:
-    """Double-buffered pinned -> device staging on one CUDA stream. CudaUnavailableError without CUDA."""
+    """Double-buffered pinned -> device staging on one CUDA stream. CudaUnavailableError without CUDA;
+    capacity_tokens in [1, 2**31] and slots in [1, 16] are checked first (TokenizerInputError), a slot
+    argument outside [0, slots) is an IndexError."""
 
     def __init__(self, capacity_tokens: int, slots: int = 2, library_paths: list[str] = ...) -> None: ...
     @property
@@ -158,4 +161,5 @@ def cuda_runtime_info(library_paths: list[str] = ...) -> dict[str, Any]:
     """Loads libcudart by dlopen (once per process): path, runtime/driver version, device count."""
 
 def scatter_rows(rows: npt.ArrayLike, indices: npt.ArrayLike, out: npt.NDArray[np.float32], base: int = 0) -> None:
-    """out[indices[r] - base] = rows[r]."""
+    """out[indices[r] - base] = rows[r]. out: C-contiguous writeable float32, never converted (TypeError
+    otherwise); every index is checked before any row is written (TokenizerInputError)."""

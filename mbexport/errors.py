@@ -66,3 +66,8 @@ class CudaUnavailableError(MbexportError, RuntimeError):
 
 class InputFileError(MbexportError, ValueError):
     """An input file for ``mbexport embed`` that cannot be read (bad UTF-8, bad JSON, missing field)."""
+
+
+class ResourceLimitError(MbexportError, MemoryError):
+    """A request for more memory than the machine can give (checked before allocating), or a native
+    worker that ran out of memory; the process survives and the message says what to shrink."""

@@ -5,6 +5,8 @@
 #include <numeric>
 #include <string>
 
+#include "common/limits.h"
+
 namespace mbexport::batching {
 
 Status ValidateSequences(const Sequences& seqs, int64_t total_ids) {
@@ -80,8 +82,10 @@ Status MakePlan(const Sequences& seqs, const PlanOptions& options, Plan* plan) {
         const int64_t padded = RoundUp(length[plan->order[start]], options.pad_multiple);
         int64_t rows = std::max<int64_t>(1, options.batch_tokens / padded);
         if (options.max_rows > 0) rows = std::min(rows, options.max_rows);
-        end = std::min(w1, start + rows);
-        plan->padded_tokens += (end - start) * padded;
+        end = start + std::min(w1 - start, rows);
+        int64_t cells = 0;
+        if (!CheckedMul(end - start, padded, &cells) || !CheckedAdd(plan->padded_tokens, cells, &plan->padded_tokens))
+          return Status(StatusCode::kInvalidArgument, "batcher: padded token count overflows int64; lower batch_tokens");
       }
       plan->offsets.push_back(end);
       start = end;
@@ -142,6 +146,18 @@ Status GatherBatch(const Sequences& seqs, const int64_t* indices, int64_t rows, 
   return Status::Ok();
 }
 
+Status Batch::PaddedCells(int32_t pad_multiple, int64_t max_cells, uint64_t bytes_per_cell, int64_t* cells) const {
+  const int64_t width = PaddedLength(pad_multiple);
+  if (!CheckedMul(rows(), width, cells) || *cells > max_cells) {
+    return Status(StatusCode::kInvalidArgument, "batcher: a batch of " + std::to_string(rows()) + " rows x " +
+                                                    std::to_string(width) + " padded tokens is over " +
+                                                    std::to_string(max_cells) + " cells; lower batch_tokens, "
+                                                    "max_rows or pad_multiple");
+  }
+  return CheckAllocation(bytes_per_cell * static_cast<uint64_t>(*cells),
+                         "the padded batch (" + std::to_string(rows()) + " x " + std::to_string(width) + ")");
+}
+
 void Batch::FillPadded(int32_t pad_multiple, int64_t pad_id, int64_t* input_ids_out, int64_t* attention_mask_out,
                        int64_t* token_type_ids_out) const {
   const int64_t width = PaddedLength(pad_multiple);
@@ -183,13 +199,19 @@ void Batch::FillTokenOffset(int32_t pad_multiple, int32_t* out) const {
 
 Status ScatterRows(const float* rows_in, const int64_t* indices, int64_t rows, int64_t width, int64_t base,
                    float* out, int64_t out_rows) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t dst = indices[r] - base;
-    if (dst < 0 || dst >= out_rows) {
-      return Status(StatusCode::kInvalidArgument, "batcher: scatter index " + std::to_string(indices[r]) +
-                                                      " outside the output block");
+  if (rows < 0 || width < 0 || out_rows < 0)
+    return Status(StatusCode::kInvalidArgument, "batcher: scatter sizes must be >= 0");
+  for (int64_t r = 0; r < rows; ++r) {  // all checked first: an error leaves `out` untouched
+    int64_t dst = 0;
+    if (!CheckedSub(indices[r], base, &dst) || dst < 0 || dst >= out_rows) {
+      return Status(StatusCode::kInvalidArgument,
+                    "batcher: scatter index " + std::to_string(indices[r]) + " (row " + std::to_string(r) +
+                        ") is outside the output block of " + std::to_string(out_rows) + " rows starting at " +
+                        std::to_string(base));
     }
-    std::memcpy(out + dst * width, rows_in + r * width, sizeof(float) * width);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(out + (indices[r] - base) * width, rows_in + r * width, sizeof(float) * width);
   }
   return Status::Ok();
 }

@@ -53,7 +53,7 @@ struct PlanOptions {
   int64_t batch_tokens = kDefaultBatchTokens;  // budget: padded tokens (or real tokens when packed)
   int64_t max_rows = 0;                      // 0 = no cap on rows per batch
   int64_t window = 0;                        // sort window in sequences; 0 = all at once
-  int32_t pad_multiple = kDefaultPadMultiple;  // 1 = no padding beyond the longest row
+  int32_t pad_multiple = kDefaultPadMultiple;  // 1 = no padding beyond the longest row; >= 1
   bool packed = false;                       // budget counts real tokens (no padding at all)
 };
 
@@ -74,6 +74,7 @@ inline int64_t EffectiveLength(const Sequences& seqs, int64_t i, int64_t max_len
   return (max_length > 0 && n > max_length) ? max_length : n;
 }
 
+// n (a sequence length, < 2**62) rounded up to a multiple of `multiple` (<= 2**31).
 inline int64_t RoundUp(int64_t n, int64_t multiple) {
   return multiple <= 1 ? n : (n + multiple - 1) / multiple * multiple;
 }
@@ -89,6 +90,10 @@ struct Batch {
   int64_t rows() const { return static_cast<int64_t>(indices.size()); }
   int64_t tokens() const { return cu_seqlens.empty() ? 0 : cu_seqlens.back(); }
   int64_t PaddedLength(int32_t pad_multiple) const { return RoundUp(max_length, pad_multiple); }
+  // rows() x PaddedLength(pad_multiple) into *cells, checked before a caller allocates a view:
+  // kInvalidArgument past `max_cells` (kMaxOutputCells, or INT32_MAX for the int32 token_offset),
+  // kResourceExhausted when `bytes_per_cell` x cells cannot be allocated.
+  Status PaddedCells(int32_t pad_multiple, int64_t max_cells, uint64_t bytes_per_cell, int64_t* cells) const;
 
   // Padded view: three row-major [rows, PaddedLength(pad_multiple)] int64 arrays.
   // Padding: id pad_id, mask 0, type 0. Any pointer may be null to skip it.
@@ -104,7 +109,8 @@ struct Batch {
 Status GatherBatch(const Sequences& seqs, const int64_t* indices, int64_t rows, int64_t max_length, Batch* batch);
 
 // Scatters `rows` output rows of `width` floats into `out` at the rows' original
-// positions: out[indices[r] - base] = rows_in[r]. Rows outside [base, base+out_rows) are an error.
+// positions: out[indices[r] - base] = rows_in[r]. Rows outside [base, base+out_rows) are an
+// error (checked before any row is written, with checked arithmetic: any int64 index is safe).
 Status ScatterRows(const float* rows_in, const int64_t* indices, int64_t rows, int64_t width, int64_t base,
                    float* out, int64_t out_rows);
 

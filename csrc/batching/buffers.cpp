@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/limits.h"
+
 namespace mbexport::batching {
 
 namespace {
@@ -10,7 +12,14 @@ constexpr size_t kAlignment = 64;  // a cache line; also what AVX-512 loads like
 }
 
 Status HostBuffer::Allocate(size_t bytes, const CudaRuntime* cuda, std::unique_ptr<HostBuffer>* out) {
-  const size_t size = bytes == 0 ? kAlignment : (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  int64_t rounded = 0;
+  if (bytes > static_cast<size_t>(INT64_MAX) ||
+      !CheckedRoundUp(static_cast<int64_t>(bytes), static_cast<int64_t>(kAlignment), &rounded)) {
+    return Status(StatusCode::kInvalidArgument, "host buffer: " + std::to_string(bytes) + " bytes is too large");
+  }
+  const size_t size = bytes == 0 ? kAlignment : static_cast<size_t>(rounded);
+  Status checked = CheckAllocation(size, "host buffer");
+  if (!checked.ok()) return checked;
   void* data = nullptr;
   if (cuda != nullptr) {
     Status status = cuda->Check(cuda->MallocHost(&data, size), "cudaMallocHost");
@@ -18,7 +27,7 @@ Status HostBuffer::Allocate(size_t bytes, const CudaRuntime* cuda, std::unique_p
   } else {
     data = std::aligned_alloc(kAlignment, size);
     if (data == nullptr) {
-      return Status(StatusCode::kInternal, "host buffer: cannot allocate " + std::to_string(size) + " bytes");
+      return Status(StatusCode::kResourceExhausted, "host buffer: cannot allocate " + std::to_string(size) + " bytes");
     }
   }
   out->reset(new HostBuffer(data, bytes, cuda));
@@ -51,12 +60,27 @@ DeviceBuffer::~DeviceBuffer() {
   if (data_ != nullptr) cuda_->Free(data_);
 }
 
+Status CudaStager::ValidateSizes(int64_t capacity_tokens, int slots) {
+  if (capacity_tokens < 1 || capacity_tokens > kMaxOutputCells) {
+    return Status(StatusCode::kInvalidArgument, "stager: capacity_tokens must be between 1 and 2**31, got " +
+                                                    std::to_string(capacity_tokens));
+  }
+  if (slots < 1 || slots > kMaxStagerSlots) {
+    return Status(StatusCode::kInvalidArgument, "stager: slots must be between 1 and " +
+                                                    std::to_string(kMaxStagerSlots) + ", got " +
+                                                    std::to_string(slots));
+  }
+  // Both bounded above: at most 16 x 3 x 8 x 2**31 bytes, no overflow.
+  return CheckAllocation(static_cast<uint64_t>(slots) * 3 * sizeof(int64_t) * static_cast<uint64_t>(capacity_tokens),
+                         "stager: " + std::to_string(slots) + " slots of " + std::to_string(capacity_tokens) +
+                             " tokens of pinned memory");
+}
+
 Status CudaStager::Create(const CudaRuntime* cuda, int64_t capacity_tokens, int slots,
                           std::unique_ptr<CudaStager>* out) {
+  Status valid = ValidateSizes(capacity_tokens, slots);
+  if (!valid.ok()) return valid;
   if (cuda == nullptr) return Status(StatusCode::kCudaUnavailable, "stager: no CUDA runtime loaded");
-  if (capacity_tokens < 1 || slots < 1) {
-    return Status(StatusCode::kInvalidArgument, "stager: capacity_tokens and slots must be >= 1");
-  }
   std::unique_ptr<CudaStager> stager(new CudaStager(cuda, capacity_tokens));
   Status status = cuda->Check(cuda->StreamCreateWithFlags(&stager->stream_, CudaRuntime::kStreamNonBlocking),
                               "cudaStreamCreateWithFlags");
@@ -87,8 +111,8 @@ CudaStager::~CudaStager() {
 
 Status CudaStager::Stage(const Batch& batch, int32_t pad_multiple, int64_t pad_id, int* slot_index) {
   const int64_t width = batch.PaddedLength(pad_multiple);
-  const int64_t cells = batch.rows() * width;
-  if (cells > capacity_) {
+  int64_t cells = 0;
+  if (!batch.PaddedCells(pad_multiple, kMaxOutputCells, 0, &cells).ok() || cells > capacity_) {
     return Status(StatusCode::kInvalidArgument, "stager: batch of " + std::to_string(batch.rows()) + " x " +
                                                     std::to_string(width) + " tokens exceeds capacity " +
                                                     std::to_string(capacity_) + "; raise batch_tokens capacity");

@@ -34,6 +34,8 @@ namespace mbexport::batching {
 
 class HostBuffer {
  public:
+  // kInvalidArgument when bytes cannot be rounded up to the alignment, kResourceExhausted
+  // when the machine cannot give them (common/limits.h CheckAllocation).
   static Status Allocate(size_t bytes, const CudaRuntime* cuda, std::unique_ptr<HostBuffer>* out);
   ~HostBuffer();
   HostBuffer(const HostBuffer&) = delete;
@@ -68,11 +70,17 @@ class DeviceBuffer {
   const CudaRuntime* cuda_;
 };
 
+// Staging slots: two give double buffering; more only pin more memory.
+inline constexpr int kMaxStagerSlots = 16;
+
 class CudaStager {
  public:
   // capacity_tokens: the largest rows x padded length a batch may have (the plan's budget).
   static Status Create(const CudaRuntime* cuda, int64_t capacity_tokens, int slots,
                        std::unique_ptr<CudaStager>* out);
+  // The checks Create applies to its sizes, without CUDA: capacity_tokens in [1, kMaxOutputCells],
+  // slots in [1, kMaxStagerSlots], and the pinned memory (slots x 3 x 8 x capacity bytes) available.
+  static Status ValidateSizes(int64_t capacity_tokens, int slots);
   ~CudaStager();
 
   Status Stage(const Batch& batch, int32_t pad_multiple, int64_t pad_id, int* slot);
@@ -81,7 +89,8 @@ class CudaStager {
   int slots() const { return static_cast<int>(slots_.size()); }
   int64_t capacity_tokens() const { return capacity_; }
   void* stream() const { return stream_; }
-  // Device arrays of the slot, int64 [rows, padded] as last staged.
+  bool HasSlot(int slot) const { return slot >= 0 && slot < slots(); }
+  // Device arrays of the slot, int64 [rows, padded] as last staged. The slot must satisfy HasSlot.
   void* DeviceInputIds(int slot) const { return slots_[slot].device[0]->data(); }
   void* DeviceAttentionMask(int slot) const { return slots_[slot].device[1]->data(); }
   void* DeviceTokenTypeIds(int slot) const { return slots_[slot].device[2]->data(); }

@@ -8,6 +8,12 @@ namespace mbexport::batching {
 
 namespace {
 
+// cudaGetErrorString's text; a library that returns null gets a placeholder, not a null std::string.
+std::string ErrorText(const CudaRuntime& rt, int code) {
+  const char* text = rt.GetErrorString(code);
+  return text != nullptr ? text : "unknown CUDA error";
+}
+
 template <typename Fn>
 bool Resolve(void* handle, const char* name, Fn* fn, std::string* missing) {
   *fn = reinterpret_cast<Fn>(dlsym(handle, name));
@@ -70,7 +76,7 @@ Status LoadOnce(const std::vector<std::string>& extra_paths, CudaRuntime* rt) {
       return Status(StatusCode::kCudaUnavailable,
                     "CUDA runtime " + path + " (version " + std::to_string(loaded.runtime_version) +
                         ") loaded but found no usable GPU: " +
-                        (code != 0 ? std::string(loaded.GetErrorString(code)) : std::string("0 devices")) +
+                        (code != 0 ? ErrorText(loaded, code) : std::string("0 devices")) +
                         "; driver version " + std::to_string(loaded.driver_version) +
                         " (0 = no NVIDIA driver). Use device=\"cpu\" or \"auto\".");
     }
@@ -97,7 +103,7 @@ Status CudaRuntime::Load(const std::vector<std::string>& extra_paths, const Cuda
 Status CudaRuntime::Check(int code, const char* what) const {
   if (code == 0) return Status::Ok();
   return Status(StatusCode::kCudaUnavailable,
-                std::string(what) + " failed: " + GetErrorString(code) + " (" + std::to_string(code) + ")");
+                std::string(what) + " failed: " + ErrorText(*this, code) + " (" + std::to_string(code) + ")");
 }
 
 }  // namespace mbexport::batching

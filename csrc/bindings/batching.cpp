@@ -13,6 +13,7 @@
 #include "batching/buffers.h"
 #include "batching/cuda_runtime.h"
 #include "bindings/bindings.h"
+#include "common/limits.h"
 
 namespace py = pybind11;
 
@@ -31,10 +32,6 @@ using batching::Sequences;
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
-void Check(const Status& status) {
-  if (!status.ok()) ThrowStatus(status);
-}
-
 template <typename T>
 py::array_t<T> ToNumpy(const std::vector<T>& v) {
   py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
@@ -51,9 +48,9 @@ const CudaRuntime* LoadCuda(const std::vector<std::string>& paths) {
 // Owns a copy of one window's tokens and its plan.
 class PyBatcher {
  public:
-  PyBatcher(const CArray<int32_t>& ids, const CArray<int64_t>& cu, int64_t max_length, int64_t batch_tokens,
-            int32_t pad_multiple, bool packed, int64_t window, int64_t max_rows, int64_t pad_id,
-            std::optional<CArray<int32_t>> type_ids)
+  PyBatcher(const CArray<int32_t>& ids, const CArray<int64_t>& cu, const py::handle& max_length,
+            const py::handle& batch_tokens, const py::handle& pad_multiple, bool packed, const py::handle& window,
+            const py::handle& max_rows, int64_t pad_id, std::optional<CArray<int32_t>> type_ids)
       : ids_(ids.data(), ids.data() + ids.size()), cu_(cu.data(), cu.data() + cu.size()), pad_id_(pad_id) {
     if (ids.ndim() != 1 || cu.ndim() != 1 || cu.size() < 1) {
       ThrowStatus(Status(StatusCode::kInvalidArgument, "Batcher: ids and cu must be 1-D, cu with >= 1 entry"));
@@ -64,12 +61,12 @@ class PyBatcher {
       }
       types_.assign(type_ids->data(), type_ids->data() + type_ids->size());
     }
-    options_.max_length = max_length;
-    options_.batch_tokens = batch_tokens;
-    options_.pad_multiple = pad_multiple;
+    options_.max_length = IntArg(max_length, "Batcher: max_length", 0);
+    options_.batch_tokens = IntArg(batch_tokens, "Batcher: batch_tokens", 1);
+    options_.pad_multiple = static_cast<int32_t>(IntArg(pad_multiple, "Batcher: pad_multiple", 1, INT32_MAX));
     options_.packed = packed;
-    options_.window = window;
-    options_.max_rows = max_rows;
+    options_.window = IntArg(window, "Batcher: window", 0);
+    options_.max_rows = IntArg(max_rows, "Batcher: max_rows", 0);
     Status status = batching::ValidateSequences(View(), static_cast<int64_t>(ids_.size()));
     if (status.ok()) {
       py::gil_scoped_release release;
@@ -83,8 +80,10 @@ class PyBatcher {
                      types_.empty() ? nullptr : types_.data()};
   }
 
-  const Batch& Gather(int64_t b) {
-    if (b < 0 || b >= plan_.batches()) throw py::index_error("Batcher: batch " + std::to_string(b) + " out of range");
+  // The batch at index `index` (IndexError outside [0, len)), its padded view checked to be
+  // allocatable at `bytes_per_cell` bytes and at most `max_cells` cells.
+  const Batch& Gather(const py::handle& index, int64_t max_cells, uint64_t bytes_per_cell) {
+    const int64_t b = IndexArg(index, "Batcher: batch", plan_.batches());
     Status status;
     {
       py::gil_scoped_release release;
@@ -92,11 +91,13 @@ class PyBatcher {
                                      plan_.offsets[b + 1] - plan_.offsets[b], options_.max_length, &batch_);
     }
     Check(status);
+    int64_t cells = 0;
+    Check(batch_.PaddedCells(options_.pad_multiple, max_cells, bytes_per_cell, &cells));
     return batch_;
   }
 
-  py::tuple Padded(int64_t b) {
-    const Batch& batch = Gather(b);
+  py::tuple Padded(const py::handle& b) {
+    const Batch& batch = Gather(b, kMaxOutputCells, 3 * sizeof(int64_t));
     const py::ssize_t rows = batch.rows(), width = batch.PaddedLength(options_.pad_multiple);
     py::array_t<int64_t> ids({rows, width}), mask({rows, width}), types({rows, width});
     int64_t *pi = ids.mutable_data(), *pm = mask.mutable_data(), *pt = types.mutable_data();
@@ -107,8 +108,8 @@ class PyBatcher {
     return py::make_tuple(ToNumpy(batch.indices), ids, mask, types);
   }
 
-  py::dict Packed(int64_t b) {
-    const Batch& batch = Gather(b);
+  py::dict Packed(const py::handle& b) {
+    const Batch& batch = Gather(b, INT32_MAX, sizeof(int32_t));  // token_offset holds int32 positions
     const py::ssize_t rows = batch.rows(), width = batch.PaddedLength(options_.pad_multiple);
     py::array_t<int32_t> offset({rows, width});
     batch.FillTokenOffset(options_.pad_multiple, offset.mutable_data());
@@ -123,8 +124,8 @@ class PyBatcher {
     return d;
   }
 
-  py::tuple Stage(int64_t b, CudaStager& stager) {
-    const Batch& batch = Gather(b);
+  py::tuple Stage(const py::handle& b, CudaStager& stager) {
+    const Batch& batch = Gather(b, stager.capacity_tokens(), 0);  // the stager's memory is allocated
     int slot = -1;
     Status status;
     {
@@ -171,9 +172,14 @@ void DeleteDL(DLManagedTensor* t) {
   delete static_cast<DLContext*>(t->manager_ctx);
 }
 
-py::capsule DLPackOf(py::object stager_obj, int slot, const std::string& which) {
+// A staged slot index from Python: IndexError unless HasSlot.
+int SlotArg(const CudaStager& stager, const py::handle& slot) {
+  return static_cast<int>(IndexArg(slot, "CudaStager: slot", stager.slots()));
+}
+
+py::capsule DLPackOf(py::object stager_obj, const py::handle& slot_arg, const std::string& which) {
   CudaStager& stager = stager_obj.cast<CudaStager&>();
-  if (slot < 0 || slot >= stager.slots()) throw py::index_error("CudaStager: slot out of range");
+  const int slot = SlotArg(stager, slot_arg);
   void* data = which == "input_ids" ? stager.DeviceInputIds(slot)
                : which == "attention_mask" ? stager.DeviceAttentionMask(slot)
                : which == "token_type_ids" ? stager.DeviceTokenTypeIds(slot)
@@ -199,8 +205,9 @@ void RegisterBatching(py::module_& m) {
                         "Plans batches over one window of tokenized sequences (packed ids + cumulative lengths)\n"
                         "and writes each batch's padded or packed tensors. Order is longest first; `indices`\n"
                         "give each row's position in the window so outputs go back in input order.")
-      .def(py::init<const CArray<int32_t>&, const CArray<int64_t>&, int64_t, int64_t, int32_t, bool, int64_t,
-                    int64_t, int64_t, std::optional<CArray<int32_t>>>(),
+      .def(py::init<const CArray<int32_t>&, const CArray<int64_t>&, const py::handle&, const py::handle&,
+                    const py::handle&, bool, const py::handle&, const py::handle&, int64_t,
+                    std::optional<CArray<int32_t>>>(),
            py::arg("ids"), py::arg("cu"), py::kw_only(), py::arg("max_length") = 0,
            py::arg("batch_tokens") = batching::kDefaultBatchTokens,
            py::arg("pad_multiple") = batching::kDefaultPadMultiple, py::arg("packed") = false,
@@ -224,9 +231,10 @@ void RegisterBatching(py::module_& m) {
   py::class_<HostBuffer, std::unique_ptr<HostBuffer>>(m, "HostBuffer", py::buffer_protocol(),
                                                        "Host memory for staging: page-locked when pinned=True\n"
                                                        "(needs the CUDA runtime), else 64-byte aligned pageable.")
-      .def(py::init([](size_t nbytes, bool pinned, std::vector<std::string> library_paths) {
+      .def(py::init([](const py::handle& nbytes, bool pinned, std::vector<std::string> library_paths) {
+             const auto bytes = static_cast<size_t>(IntArg(nbytes, "HostBuffer: nbytes", 0));
              std::unique_ptr<HostBuffer> out;
-             Check(HostBuffer::Allocate(nbytes, pinned ? LoadCuda(library_paths) : nullptr, &out));
+             Check(HostBuffer::Allocate(bytes, pinned ? LoadCuda(library_paths) : nullptr, &out));
              return out;
            }),
            py::arg("nbytes"), py::arg("pinned") = false, py::arg("library_paths") = std::vector<std::string>{})
@@ -240,9 +248,14 @@ void RegisterBatching(py::module_& m) {
 
   py::class_<CudaStager>(m, "CudaStager",
                          "Double-buffered pinned host -> device staging on one CUDA stream (see buffers.h).")
-      .def(py::init([](int64_t capacity_tokens, int slots, std::vector<std::string> library_paths) {
+      .def(py::init([](const py::handle& capacity_tokens, const py::handle& slots,
+                       std::vector<std::string> library_paths) {
+             // Sizes first, so a bad one is reported on machines without CUDA too.
+             const int64_t capacity = IntArg(capacity_tokens, "CudaStager: capacity_tokens", 1, kMaxOutputCells);
+             const int count = static_cast<int>(IntArg(slots, "CudaStager: slots", 1, batching::kMaxStagerSlots));
+             Check(CudaStager::ValidateSizes(capacity, count));
              std::unique_ptr<CudaStager> out;
-             Check(CudaStager::Create(LoadCuda(library_paths), capacity_tokens, slots, &out));
+             Check(CudaStager::Create(LoadCuda(library_paths), capacity, count, &out));
              return out;
            }),
            py::arg("capacity_tokens"), py::arg("slots") = 2,
@@ -251,13 +264,17 @@ void RegisterBatching(py::module_& m) {
       .def_property_readonly("slots", &CudaStager::slots)
       .def_property_readonly("capacity_tokens", &CudaStager::capacity_tokens)
       .def("device_ptrs",
-           [](const CudaStager& s, int slot) {
-             if (slot < 0 || slot >= s.slots()) throw py::index_error("CudaStager: slot out of range");
+           [](const CudaStager& s, const py::handle& slot_arg) {
+             const int slot = SlotArg(s, slot_arg);
              return py::make_tuple(reinterpret_cast<uintptr_t>(s.DeviceInputIds(slot)),
                                    reinterpret_cast<uintptr_t>(s.DeviceAttentionMask(slot)),
                                    reinterpret_cast<uintptr_t>(s.DeviceTokenTypeIds(slot)));
            })
-      .def("shape", [](const CudaStager& s, int slot) { return py::make_tuple(s.Rows(slot), s.Width(slot)); })
+      .def("shape",
+           [](const CudaStager& s, const py::handle& slot_arg) {
+             const int slot = SlotArg(s, slot_arg);
+             return py::make_tuple(s.Rows(slot), s.Width(slot));
+           })
       .def("synchronize", [](CudaStager& s) {
         Status status;
         {
@@ -287,9 +304,12 @@ void RegisterBatching(py::module_& m) {
       "scatter_rows",
       [](const CArray<float>& rows, const CArray<int64_t>& indices, py::array_t<float, py::array::c_style> out,
          int64_t base) {
-        if (rows.ndim() != 2 || out.ndim() != 2 || rows.shape(1) != out.shape(1) || indices.size() != rows.shape(0)) {
-          ThrowStatus(Status(StatusCode::kInvalidArgument, "scatter_rows: shapes disagree"));
+        if (rows.ndim() != 2 || out.ndim() != 2 || rows.shape(1) != out.shape(1) || indices.ndim() != 1 ||
+            indices.size() != rows.shape(0)) {
+          ThrowStatus(Status(StatusCode::kInvalidArgument,
+                             "scatter_rows: rows [n, w], indices [n] and out [m, w] disagree in shape"));
         }
+        if (!out.writeable()) ThrowStatus(Status(StatusCode::kInvalidArgument, "scatter_rows: out is read-only"));
         float* dst = out.mutable_data();
         Status status;
         {
@@ -299,8 +319,9 @@ void RegisterBatching(py::module_& m) {
         }
         Check(status);
       },
-      py::arg("rows"), py::arg("indices"), py::arg("out"), py::arg("base") = 0,
-      "out[indices[r] - base] = rows[r]: puts a batch's outputs back in input order.");
+      py::arg("rows"), py::arg("indices"), py::arg("out").noconvert(), py::arg("base") = 0,
+      "out[indices[r] - base] = rows[r]: puts a batch's outputs back in input order. out must be a\n"
+      "C-contiguous, writeable float32 array (never a converted copy, whose writes would be lost).");
 }
 
 }  // namespace mbexport::bindings

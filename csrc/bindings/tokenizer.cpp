@@ -4,12 +4,15 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "bindings/bindings.h"
+#include "common/limits.h"
+#include "common/parallel.h"
 #include "tokenizer/batch.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/vocab.h"
@@ -25,10 +28,6 @@ py::array_t<T> ToArray(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
   auto* heap = new std::vector<T>(std::move(v));
   py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
   return py::array_t<T>(shape, heap->data(), owner);
-}
-
-void Check(const Status& st) {
-  if (!st.ok()) ThrowStatus(st);
 }
 
 TextView View(PyObject* o) {
@@ -81,6 +80,11 @@ Padding ParsePadding(const std::string& s) {
                      "padding must be one of longest, max_length, do_not_pad; got '" + s + "'"));
 }
 
+// threads: any int (<= 0: all usable CPUs; more than those is clamped to them).
+int64_t ThreadsArg(const py::handle& threads) {
+  return IntArg(threads, "threads", std::numeric_limits<int64_t>::min());
+}
+
 class PyTokenizer {
  public:
   static std::shared_ptr<PyTokenizer> Make(std::vector<std::string> vocab, bool lowercase,
@@ -116,8 +120,10 @@ class PyTokenizer {
     Status st;
     {
       py::gil_scoped_release release;
-      Scratch sc;
-      st = tok_->Encode(v, offsets, &e, &sc);
+      st = CallNoThrow("tokenizing a text", [&] {
+        Scratch sc;
+        return tok_->Encode(v, offsets, &e, &sc);
+      });
     }
     Check(st);
     const py::ssize_t n = static_cast<py::ssize_t>(e.ids.size());
@@ -134,10 +140,10 @@ class PyTokenizer {
   }
 
   py::dict EncodeBatch(const py::handle& texts, const py::handle& pairs, bool add_special_tokens,
-                       const std::string& truncation, int64_t max_length, int64_t stride,
-                       bool return_overflowing_tokens, const std::string& padding, int64_t pad_to_multiple_of,
-                       int32_t cls_id, int32_t sep_id, int32_t pad_id, bool return_offsets,
-                       bool return_special_tokens_mask, int threads) const {
+                       const std::string& truncation, const py::handle& max_length, const py::handle& stride,
+                       bool return_overflowing_tokens, const std::string& padding,
+                       const py::handle& pad_to_multiple_of, int32_t cls_id, int32_t sep_id, int32_t pad_id,
+                       bool return_offsets, bool return_special_tokens_mask, const py::handle& threads) const {
     Texts a = Collect(texts, "text");
     std::optional<Texts> b;
     if (!pairs.is_none()) {
@@ -150,22 +156,23 @@ class PyTokenizer {
     BatchOptions o;
     o.post.add_special_tokens = add_special_tokens;
     o.post.truncation = ParseTruncation(truncation);
-    o.post.max_length = max_length;
-    o.post.stride = stride;
+    o.post.max_length = IntArg(max_length, "max_length", -1);
+    o.post.stride = IntArg(stride, "stride", 0);
     o.post.return_overflowing = return_overflowing_tokens;
     o.post.padding = ParsePadding(padding);
-    o.post.pad_to_multiple_of = pad_to_multiple_of;
+    o.post.pad_to_multiple_of = IntArg(pad_to_multiple_of, "pad_to_multiple_of", 0);
     o.post.cls_id = cls_id;
     o.post.sep_id = sep_id;
     o.post.pad_id = pad_id;
     o.offsets = return_offsets;
     o.special_tokens_mask = return_special_tokens_mask;
-    o.threads = threads;
+    o.threads = ThreadsArg(threads);
     BatchResult r;
     Status st;
     {
       py::gil_scoped_release release;
-      st = mbexport::EncodeBatch(*tok_, a.views, b ? &b->views : nullptr, o, &r);
+      st = CallNoThrow("tokenizing " + std::to_string(a.views.size()) + " texts",
+                       [&] { return mbexport::EncodeBatch(*tok_, a.views, b ? &b->views : nullptr, o, &r); });
     }
     Check(st);
     py::dict d;
@@ -180,8 +187,8 @@ class PyTokenizer {
     return d;
   }
 
-  py::tuple EncodePacked(const py::handle& texts, const py::handle& pairs, int64_t max_length,
-                         bool add_special_tokens, int32_t cls_id, int32_t sep_id, int threads) const {
+  py::tuple EncodePacked(const py::handle& texts, const py::handle& pairs, const py::handle& max_length,
+                         bool add_special_tokens, int32_t cls_id, int32_t sep_id, const py::handle& threads) const {
     Texts a = Collect(texts, "texts");
     std::optional<Texts> b;
     if (!pairs.is_none()) {
@@ -190,15 +197,17 @@ class PyTokenizer {
         ThrowStatus(Status(StatusCode::kInvalidArgument, "texts and pairs must have the same number of items"));
     }
     PostOptions po;
-    po.max_length = max_length;
+    po.max_length = IntArg(max_length, "max_length", -1);
     po.add_special_tokens = add_special_tokens;
     po.cls_id = cls_id;
     po.sep_id = sep_id;
+    const int64_t workers = ThreadsArg(threads);
     PackedResult r;
     Status st;
     {
       py::gil_scoped_release release;
-      st = mbexport::EncodePacked(*tok_, a.views, b ? &b->views : nullptr, po, threads, &r);
+      st = CallNoThrow("tokenizing " + std::to_string(a.views.size()) + " texts",
+                       [&] { return mbexport::EncodePacked(*tok_, a.views, b ? &b->views : nullptr, po, workers, &r); });
     }
     Check(st);
     const py::ssize_t total = static_cast<py::ssize_t>(r.ids.size());
@@ -232,7 +241,7 @@ void RegisterTokenizer(py::module_& m) {
         return tokens;
       },
       py::arg("data"), py::arg("name") = "<bytes>", "Parse vocab bytes as read_vocab does.");
-  m.def("default_threads", &DefaultThreads, "Worker threads used when threads <= 0.");
+  m.def("default_threads", &UsableCpus, "Worker threads used when threads <= 0 (and the most any call uses).");
   py::class_<PyTokenizer, std::shared_ptr<PyTokenizer>>(m, "WordPieceTokenizer",
                                                         "Native BERT WordPiece tokenizer (immutable, thread-safe).")
       .def(py::init(&PyTokenizer::Make), py::arg("vocab"), py::kw_only(), py::arg("lowercase") = true,

@@ -16,6 +16,7 @@ enum class StatusCode {
   kIoError,          // file could not be read (FileNotFoundError/OSError)
   kCudaUnavailable,  // CUDA runtime missing or unusable (CudaUnavailableError)
   kInternal,         // a bug in mbexport (RuntimeError)
+  kResourceExhausted,  // more memory than the machine can give (ResourceLimitError, a MemoryError)
 };
 
 class Status {

@@ -2,11 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
+#include <string>
 
-#if defined(__linux__)
-#include <sched.h>
-#endif
+#include "common/limits.h"
 
 namespace mbexport {
 
@@ -15,29 +13,9 @@ namespace {
 // Items per work unit: small enough to balance, large enough to amortise the atomic.
 constexpr size_t kGrain = 16;
 
-template <typename Fn>
-void ParallelFor(size_t n, int threads, Fn fn) {
-  if (threads <= 0) threads = DefaultThreads();
-  size_t chunks = (n + kGrain - 1) / kGrain;
-  size_t workers = std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(threads), chunks));
-  std::atomic<size_t> next{0};
-  auto work = [&](size_t worker) {
-    for (;;) {
-      size_t b = next.fetch_add(kGrain);
-      if (b >= n) break;
-      fn(b, std::min(n, b + kGrain), worker);
-    }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(workers - 1);
-  for (size_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
-  work(0);
-  for (auto& t : pool) t.join();
-}
-
 // Tokenizes every text (and pair) into per-item Encoded; returns the lowest-index error.
 Status EncodeAll(const Tokenizer& tok, const std::vector<TextView>& a, const std::vector<TextView>* b,
-                 bool offsets, int threads, std::vector<Encoded>* ea, std::vector<Encoded>* eb) {
+                 bool offsets, int64_t threads, std::vector<Encoded>* ea, std::vector<Encoded>* eb) {
   const size_t n = a.size();
   if (b && b->size() != n)
     return Status(StatusCode::kInvalidArgument, "text and text_pair must have the same number of items");
@@ -45,9 +23,10 @@ Status EncodeAll(const Tokenizer& tok, const std::vector<TextView>& a, const std
   if (b) eb->resize(n);
   std::vector<Status> errors(n);
   std::atomic<bool> failed{false};
-  int workers = threads <= 0 ? DefaultThreads() : threads;
-  std::vector<Scratch> scratch(static_cast<size_t>(std::max(1, workers)));
-  ParallelFor(n, workers, [&](size_t begin, size_t end, size_t w) {
+  const size_t workers = WorkerCount(n, threads, kGrain);
+  std::vector<Scratch> scratch(workers);
+  Status run = ParallelFor(n, workers, kGrain, "tokenizing " + std::to_string(n) + " texts",
+                           [&](size_t begin, size_t end, size_t w) {
     Scratch& sc = scratch[w];
     for (size_t i = begin; i < end; ++i) {
       Status st = tok.Encode(a[i], offsets, &(*ea)[i], &sc);
@@ -63,6 +42,7 @@ Status EncodeAll(const Tokenizer& tok, const std::vector<TextView>& a, const std
       }
     }
   });
+  if (!run.ok()) return run;
   if (failed)
     for (const Status& st : errors)
       if (!st.ok()) return st;
@@ -71,29 +51,28 @@ Status EncodeAll(const Tokenizer& tok, const std::vector<TextView>& a, const std
 
 // Encodes every text (and pair) in parallel, then plans the output rows each item becomes.
 Status EncodeAndPlan(const Tokenizer& tok, const std::vector<TextView>& a, const std::vector<TextView>* b,
-                     const PostOptions& po, bool offsets, int threads, std::vector<Encoded>* ea,
+                     const PostOptions& po, bool offsets, int64_t threads, std::vector<Encoded>* ea,
                      std::vector<Encoded>* eb, std::vector<RowPlan>* rows) {
-  Status st = EncodeAll(tok, a, b, offsets, threads, ea, eb);
+  Status st = ValidatePostOptions(po);
+  if (!st.ok()) return st;
+  if (a.size() > UINT32_MAX)
+    return Status(StatusCode::kInvalidArgument, "more than 2**32 texts in one call; pass them in smaller batches");
+  st = EncodeAll(tok, a, b, offsets, threads, ea, eb);
   if (!st.ok()) return st;
   rows->reserve(a.size());
   for (size_t i = 0; i < a.size(); ++i) {
-    st = PlanRows(static_cast<uint32_t>(i), static_cast<uint32_t>((*ea)[i].ids.size()), b != nullptr,
-                  b ? static_cast<uint32_t>((*eb)[i].ids.size()) : 0, po, rows);
+    const size_t na = (*ea)[i].ids.size(), nb = b ? (*eb)[i].ids.size() : 0;
+    if (na > kMaxTextTokens || nb > kMaxTextTokens)
+      return Status(StatusCode::kInvalidArgument, std::string(na > kMaxTextTokens ? "" : "text_pair ") + "item " +
+                                                      std::to_string(i) + " has more than 2**30 tokens; split it");
+    st = PlanRows(static_cast<uint32_t>(i), static_cast<uint32_t>(na), b != nullptr, static_cast<uint32_t>(nb), po,
+                  rows);
     if (!st.ok()) return st;
   }
   return Status::Ok();
 }
 
 }  // namespace
-
-int DefaultThreads() {
-#if defined(__linux__)
-  cpu_set_t set;  // the CPUs this process may run on (containers, taskset), not the host's
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
-#endif
-  unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
-}
 
 Status EncodeBatch(const Tokenizer& tok, const std::vector<TextView>& texts_a, const std::vector<TextView>* texts_b,
                    const BatchOptions& options, BatchResult* out) {
@@ -102,11 +81,26 @@ Status EncodeBatch(const Tokenizer& tok, const std::vector<TextView>& texts_a, c
   std::vector<RowPlan> rows;
   Status st = EncodeAndPlan(tok, texts_a, texts_b, po, options.offsets, options.threads, &ea, &eb, &rows);
   if (!st.ok()) return st;
-  const size_t n = texts_a.size();
   int64_t longest = 0;
   for (const RowPlan& r : rows) longest = std::max<int64_t>(longest, r.length);
-  const int64_t width = PaddedWidth(longest, po);
-  const size_t cells = rows.size() * static_cast<size_t>(width);
+  int64_t width = 0, cells = 0;
+  const int64_t row_count = static_cast<int64_t>(rows.size());
+  const bool width_ok = PaddedWidth(longest, po, &width);
+  if (!width_ok || !CheckedMul(row_count, width, &cells) || cells > kMaxOutputCells) {
+    std::string cause;
+    if (po.padding == Padding::kMaxLength && po.max_length >= 0) cause = "max_length=" + std::to_string(po.max_length);
+    if (po.pad_to_multiple_of > 0)
+      cause += (cause.empty() ? "" : ", ") + std::string("pad_to_multiple_of=") + std::to_string(po.pad_to_multiple_of);
+    return Status(StatusCode::kInvalidArgument,
+                  "the padded output would be " + std::to_string(row_count) + " rows x " +
+                      (width_ok ? std::to_string(width) : std::string("over 2**63")) + " tokens" +
+                      (cause.empty() ? "" : " (" + cause + ")") + ", more than 2**31 cells per array; lower max_length or pad_to_multiple_of");
+  }
+  // int64 arrays: ids, types, mask (+ special mask, + 2 per cell of offsets) and 2 per row.
+  const uint64_t arrays = 3 + (options.special_tokens_mask ? 1 : 0) + (options.offsets ? 2 : 0);
+  st = CheckAllocation(8 * (arrays * static_cast<uint64_t>(cells) + 2 * rows.size()),
+                       "the padded output (" + std::to_string(row_count) + " x " + std::to_string(width) + ")");
+  if (!st.ok()) return st;
   out->rows = static_cast<int64_t>(rows.size());
   out->width = width;
   out->input_ids.assign(cells, po.pad_id);
@@ -116,7 +110,8 @@ Status EncodeBatch(const Tokenizer& tok, const std::vector<TextView>& texts_a, c
   if (options.offsets) out->offsets.assign(cells * 2, 0);
   out->overflow_to_sample_mapping.resize(rows.size());
   out->lengths.resize(rows.size());
-  ParallelFor(rows.size(), options.threads, [&](size_t begin, size_t end, size_t) {
+  return ParallelFor(rows.size(), WorkerCount(rows.size(), options.threads, kGrain), kGrain, "padding the output",
+                     [&](size_t begin, size_t end, size_t) {
     for (size_t r = begin; r < end; ++r) {
       const RowPlan& p = rows[r];
       out->overflow_to_sample_mapping[r] = p.item;
@@ -156,11 +151,10 @@ Status EncodeBatch(const Tokenizer& tok, const std::vector<TextView>& texts_a, c
       }
     }
   });
-  return Status::Ok();
 }
 
 Status EncodePacked(const Tokenizer& tok, const std::vector<TextView>& texts_a, const std::vector<TextView>* texts_b,
-                    const PostOptions& post, int threads, PackedResult* out) {
+                    const PostOptions& post, int64_t threads, PackedResult* out) {
   PostOptions po = post;
   po.truncation = po.max_length >= 0 ? Truncation::kLongestFirst : Truncation::kNone;
   po.return_overflowing = false;
@@ -176,9 +170,12 @@ Status EncodePacked(const Tokenizer& tok, const std::vector<TextView>& texts_a, 
     out->cu_seqlens[i + 1] = out->cu_seqlens[i] + rows[i].length;
     out->max_len = std::max<int64_t>(out->max_len, rows[i].length);
   }
+  st = CheckAllocation(8 * static_cast<uint64_t>(out->cu_seqlens[n]), "the packed ids");
+  if (!st.ok()) return st;
   out->ids.resize(static_cast<size_t>(out->cu_seqlens[n]));
   out->type_ids.resize(out->ids.size());
-  ParallelFor(n, threads, [&](size_t begin, size_t end, size_t) {
+  return ParallelFor(n, WorkerCount(n, threads, kGrain), kGrain, "packing the output",
+                     [&](size_t begin, size_t end, size_t) {
     for (size_t i = begin; i < end; ++i) {
       const RowPlan& p = rows[i];
       int32_t* ids = out->ids.data() + out->cu_seqlens[i];
@@ -197,7 +194,6 @@ Status EncodePacked(const Tokenizer& tok, const std::vector<TextView>& texts_a, 
       }
     }
   });
-  return Status::Ok();
 }
 
 }  // namespace mbexport

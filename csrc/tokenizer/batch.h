@@ -1,30 +1,35 @@
 // Batch encoding: many texts (optionally pairs) -> padded int64 arrays in HF's
 // layout, or packed int32 ids + cumulative lengths for the runtime.
 //
-// Work is spread over min(threads, inputs / grain) workers that pull chunks with
-// one atomic index; results land at the input's position, so order is the input
-// order whatever the thread count. No call takes a lock or touches Python: the
-// binding releases the GIL around the whole call and wraps the vectors below as
-// numpy arrays without copying.
+// Work is spread by ParallelFor (common/parallel.h) over min(threads, CPUs, inputs /
+// grain) workers that pull chunks with one atomic index; results land at the input's
+// position, so order is the input order whatever the thread count. No call takes a
+// lock or touches Python: the binding releases the GIL around the whole call and wraps
+// the vectors below as numpy arrays without copying.
+//
+// Sizes are checked before anything is allocated from them (common/limits.h): a text
+// of more than kMaxTextTokens tokens, an output array of more than kMaxOutputCells
+// cells, or one the machine's memory cannot hold, is a Status, never a crash.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "common/parallel.h"
 #include "common/status.h"
 #include "tokenizer/post_processor.h"
 #include "tokenizer/tokenizer.h"
 
 namespace mbexport {
 
-// Worker count used when threads <= 0: the CPUs this process may run on.
-int DefaultThreads();
+// Tokens one text (or pair member) may have: rows count tokens in uint32.
+inline constexpr size_t kMaxTextTokens = size_t{1} << 30;
 
 struct BatchOptions {
   PostOptions post;
   bool offsets = false;
   bool special_tokens_mask = false;
-  int threads = 0;  // <= 0: DefaultThreads()
+  int64_t threads = 0;  // <= 0: UsableCpus(); clamped to it
 };
 
 // Row-major [rows, width] arrays (offsets: [rows, width, 2]); empty when not requested.
@@ -50,6 +55,6 @@ struct PackedResult {
 };
 // Uses post.add_special_tokens, max_length, cls_id and sep_id; truncation is longest_first.
 Status EncodePacked(const Tokenizer& tok, const std::vector<TextView>& texts_a, const std::vector<TextView>* texts_b,
-                    const PostOptions& post, int threads, PackedResult* out);
+                    const PostOptions& post, int64_t threads, PackedResult* out);
 
 }  // namespace mbexport

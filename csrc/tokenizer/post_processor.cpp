@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <string>
 
+#include "common/limits.h"
+
 namespace mbexport {
 
 namespace {
@@ -34,6 +36,17 @@ Status Windows(uint32_t n, int64_t max_len, int64_t stride, std::vector<Span>* o
 }
 
 }  // namespace
+
+Status ValidatePostOptions(const PostOptions& opt) {
+  if (opt.max_length < -1)
+    return Status(StatusCode::kInvalidArgument, "max_length must be >= 0, got " + std::to_string(opt.max_length));
+  if (opt.stride < 0)
+    return Status(StatusCode::kInvalidArgument, "stride must be >= 0, got " + std::to_string(opt.stride));
+  if (opt.pad_to_multiple_of < 0)
+    return Status(StatusCode::kInvalidArgument,
+                  "pad_to_multiple_of must be >= 0 (0: off), got " + std::to_string(opt.pad_to_multiple_of));
+  return Status::Ok();
+}
 
 Status PlanRows(uint32_t item, uint32_t na, bool has_b, uint32_t nb, const PostOptions& opt,
                 std::vector<RowPlan>* rows) {
@@ -83,6 +96,15 @@ Status PlanRows(uint32_t item, uint32_t na, bool has_b, uint32_t nb, const PostO
     }
     if (!st.ok()) return st;
   }
+  // A pair's windows multiply: every A window meets every B window.
+  const uint64_t count = opt.return_overflowing ? wa.size() * (has_b ? wb.size() : 1) : 1;
+  if (rows->size() + count > static_cast<uint64_t>(kMaxOutputCells))
+    return Status(StatusCode::kInvalidArgument,
+                  "item " + std::to_string(item) + ": return_overflowing_tokens with max_length " +
+                      std::to_string(opt.max_length) + " and stride " + std::to_string(opt.stride) + " makes " +
+                      std::to_string(count) + " rows, more than 2**31 in one call; raise max_length or split the text");
+  Status mem = CheckAllocation((rows->size() + count) * sizeof(RowPlan), "the overflowing rows");
+  if (!mem.ok()) return mem;
   auto push = [&](const Span& a, const Span& b) {
     uint32_t len = a.size() + (has_b ? b.size() : 0) + static_cast<uint32_t>(added);
     rows->push_back({item, a, has_b ? b : Span{}, has_b, len});
@@ -99,12 +121,14 @@ Status PlanRows(uint32_t item, uint32_t na, bool has_b, uint32_t nb, const PostO
   return Status::Ok();
 }
 
-int64_t PaddedWidth(int64_t longest, const PostOptions& opt) {
+bool PaddedWidth(int64_t longest, const PostOptions& opt, int64_t* width) {
   int64_t w = longest;
   if (opt.padding == Padding::kMaxLength && opt.max_length >= 0) w = std::max(w, opt.max_length);
-  if (opt.padding != Padding::kNone && opt.pad_to_multiple_of > 0 && w % opt.pad_to_multiple_of)
-    w += opt.pad_to_multiple_of - w % opt.pad_to_multiple_of;
-  return w;
+  if (opt.padding == Padding::kNone) {
+    *width = w;
+    return true;
+  }
+  return CheckedRoundUp(w, opt.pad_to_multiple_of, width);
 }
 
 }  // namespace mbexport

@@ -46,12 +46,16 @@ struct RowPlan {
   uint32_t length;  // tokens including specials, before padding
 };
 
+// kInvalidArgument unless max_length >= -1, stride >= 0 and pad_to_multiple_of >= 0.
+Status ValidatePostOptions(const PostOptions& opt);
+
 // Appends the rows of one item (na tokens in A; nb in B when has_b) to rows.
-// kInvalidArgument (message says what to change) when the options cannot apply.
+// kInvalidArgument (message says what to change) when the options cannot apply or the
+// rows would pass kMaxOutputCells (a pair's overflow windows multiply).
 Status PlanRows(uint32_t item, uint32_t na, bool has_b, uint32_t nb, const PostOptions& opt,
                 std::vector<RowPlan>* rows);
 
-// Row width after padding, given the longest row.
-int64_t PaddedWidth(int64_t longest, const PostOptions& opt);
+// Row width after padding, given the longest row; false when it overflows int64.
+bool PaddedWidth(int64_t longest, const PostOptions& opt, int64_t* width);
 
 }  // namespace mbexport

@@ -1,7 +1,5 @@
-// Standalone tests of csrc/batching (no Python):
-//   g++ -std=c++17 -O1 -fsanitize=address,undefined -Icsrc tests/native/batching_test.cpp
-//       csrc/batching/*.cpp csrc/common/status.cpp -ldl -o /tmp/batching_test && /tmp/batching_test
-// (tests/test_batching.py compiles and runs it when g++ is present.)
+// Standalone tests of csrc/batching (no Python): the ctest target batching_test
+// (cmake -DBUILD_TESTING=ON; tests/native/ci.sh builds and runs it under ASan+UBSan in CI).
 #include <cstdio>
 #include <cstdlib>
 #include <numeric>

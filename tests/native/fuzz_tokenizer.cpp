@@ -8,7 +8,8 @@
 // Each input drives: a vocabulary built from its first line (the WordPiece builder on
 // odd tokens), encoding as UTF-8 and as raw 1/2/4-byte code units (lone surrogates,
 // values past U+10FFFF), and a batch with options taken from its first bytes. Checked
-// invariants: ids in range, offsets 0 <= start <= end <= length, batch shapes.
+// invariants: ids in range, offsets 0 <= start <= end <= length, batch shapes; hostile sizes
+// (max_length 2**62, negative stride, ...) come back as kInvalidArgument/kResourceExhausted.
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -142,10 +143,20 @@ void RunOne(const uint8_t* data, size_t size) {
   bo.offsets = flags & 64;
   bo.special_tokens_mask = flags & 128;
   bo.threads = 1 + maxlen % 3;
+  if (maxlen >= 240) {  // now and then a hostile size: an error status, never a crash or a huge allocation
+    static const int64_t kHostile[] = {-2, -1, INT32_MAX, int64_t{1} << 31, int64_t{1} << 62, INT64_MAX};
+    const int64_t h = kHostile[stride % 6];
+    switch ((maxlen - 240) % 4) {
+      case 0: bo.post.max_length = h; break;
+      case 1: bo.post.stride = h; break;
+      case 2: bo.post.pad_to_multiple_of = h; break;
+      default: bo.threads = h; break;
+    }
+  }
   BatchResult r;
   st = EncodeBatch(*tok, a, (opt & 128) ? &b : nullptr, bo, &r);
   if (!st.ok()) {
-    FUZZ_CHECK(st.code() == StatusCode::kInvalidArgument);
+    FUZZ_CHECK(st.code() == StatusCode::kInvalidArgument || st.code() == StatusCode::kResourceExhausted);
     return;
   }
   FUZZ_CHECK(r.input_ids.size() == static_cast<size_t>(r.rows * r.width));
