@@ -84,7 +84,7 @@ def _config_int(config: Mapping[str, Any], key: str, low: int, high: int, where:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not _is_int(value) or not low <= value <= high:
-        raise CheckpointFormatError(f"{where}: {key} is {str(value)[:40]!r}; it must be a whole number from {low} "
+        raise CheckpointFormatError(f"{where}: {key} is {value!r:.40}; it must be a whole number from {low} "
                                     f"to {high}, fix the config")
     return value
 
@@ -92,7 +92,7 @@ def _config_int(config: Mapping[str, Any], key: str, low: int, high: int, where:
 def _config_eps(config: Mapping[str, Any], where: str) -> float:
     value = config.get("layer_norm_eps", 1e-12)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise CheckpointFormatError(f"{where}: layer_norm_eps is {str(value)[:40]!r}; it must be a number between "
+        raise CheckpointFormatError(f"{where}: layer_norm_eps is {value!r:.40}; it must be a number between "
                                     "0 and 1 (BERT uses 1e-12), fix the config")
     return float(value)
 
@@ -120,7 +120,7 @@ def _check_options(config: Mapping[str, Any], where: str) -> None:
     for key, supported in UNSUPPORTED_OPTIONS.items():
         value = config.get(key)
         if value and value != supported:  # false, empty and absent all mean the default
-            raise CheckpointFormatError(f"{where}: {key} is {str(value)[:60]!r}; mbexport builds only "
+            raise CheckpointFormatError(f"{where}: {key} is {value!r:.60}; mbexport builds only "
                                         f"{key}={supported!r} BERTs, so this model cannot be converted")
 
 
@@ -185,7 +185,7 @@ class BertSpec:
             )
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
             raise CheckpointFormatError(
-                f"{where}: hidden_act {self.hidden_act!r} is not supported; supported: {', '.join(ACTIVATIONS)}"
+                f"{where}: hidden_act {self.hidden_act!r:.40} is not supported; supported: {', '.join(ACTIVATIONS)}"
             )
 
     def to_hf_config(self) -> dict[str, Any]:
