@@ -78,7 +78,8 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _config_int(config: Mapping[str, Any], key: str, low: int, high: int, where: str, default: int | None = None) -> int:
+def _config_int(config: Mapping[str, Any], key: str, low: int, high: int, where: str,
+                default: int | None = None) -> int:
     """A whole number in [low, high]: an int, or a float with no fraction (never a bool or string)."""
     value = config.get(key, default)
     if isinstance(value, float) and value.is_integer():

@@ -39,7 +39,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
@@ -178,15 +178,32 @@ def _allowed_globals(tensors: _Tensors) -> dict[tuple[str, str], Any]:
 LoadStorage = Callable[[str, _StorageType, int], _Storage]
 
 
+class _Clamped:
+    """A file whose reads never ask for more than it holds, so no length field in a pickle
+    can make a read allocate past the end of the file."""
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self._file = file
+        self._size = size
+
+    def read(self, n: int = -1) -> bytes:
+        remaining = max(0, self._size - self._file.tell())
+        return self._file.read(remaining if n < 0 else min(n, remaining))
+
+    def readline(self) -> bytes:
+        return self._file.readline()
+
+
 class _RestrictedUnpickler(pickle._Unpickler):
     """Resolves only allowed globals; storages come from ``load_storage``.
 
     The pure-Python unpickler, so that ``BUILD`` can be restricted and its memo is a dict
     (the C one sizes an array by the largest memo index a pickle names)."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch: ClassVar[dict[int, Callable[[Any], None]]] = dict(pickle._Unpickler.dispatch)
+    stack: list[Any]
 
-    def __init__(self, file: BinaryIO, path: Path, load_storage: LoadStorage, tensors: _Tensors) -> None:
+    def __init__(self, file: BinaryIO | _Clamped, path: Path, load_storage: LoadStorage, tensors: _Tensors) -> None:
         super().__init__(file)
         self._path = path
         self._load_storage = load_storage
@@ -393,19 +410,3 @@ def _load_legacy(path: Path) -> Any:
         storage_bytes = sum(count * t.dtype.itemsize for t, _, count in located.values())
         raw.seek(object_start)
         return _RestrictedUnpickler(f, path, load_storage, _Tensors(path, storage_bytes)).load()
-
-
-class _Clamped:
-    """A file whose reads never ask for more than it holds, so no length field in a pickle
-    can make a read allocate past the end of the file."""
-
-    def __init__(self, file: BinaryIO, size: int) -> None:
-        self._file = file
-        self._size = size
-
-    def read(self, n: int = -1) -> bytes:
-        remaining = max(0, self._size - self._file.tell())
-        return self._file.read(remaining if n < 0 else min(n, remaining))
-
-    def readline(self) -> bytes:
-        return self._file.readline()
