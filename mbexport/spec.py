@@ -312,7 +312,9 @@ class Checkpoint:
     config: dict[str, Any] = field(default_factory=dict)  # the original config, as read
 
     def validate(self) -> None:
-        """Check every weight the spec needs is present with the shape the config implies."""
+        """Check every weight the spec needs is present with the shape the config implies, that no
+        weight goes unused (a silently dropped weight makes a wrong model that still passes parity)
+        and that every weight is a finite float."""
         for name, shape in self.spec.expected_shapes().items():
             if name not in self.weights:
                 raise ShapeError(

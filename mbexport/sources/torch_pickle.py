@@ -291,7 +291,8 @@ def _load_zip(path: Path) -> Any:
             with archive.open(f"{prefix}byteorder") as f:
                 big_endian = f.read(16).strip() == b"big"
         members = [info for info in archive.infolist() if info.filename.startswith(f"{prefix}data/")]
-        tensors = _Tensors(path, sum(info.file_size for info in members))
+        # Storages are stored uncompressed, so together they are no larger than the file.
+        tensors = _Tensors(path, min(sum(info.file_size for info in members), path.stat().st_size))
         storages: dict[str, _Storage] = {}
 
         def load_storage(key: str, storage_type: _StorageType, numel: int) -> _Storage:
