@@ -242,27 +242,37 @@ class ParityReport:
                 f"{agree} vs {self.reference}")
 
 
-def _rows(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Rows to compare, float64, padding as NaN: one row per real token for [B, S, X]
-    outputs, one per sequence for [B, S] span logits (padding positions NaN) and [B, X]."""
+def _rows(array: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows to compare, float64, and which of their values count (from the mask, never from the
+    values): one row per real token for [B, S, X] outputs, one per sequence for [B, S] span
+    logits (padding positions not counted) and [B, X]."""
     array = array.astype(np.float64)
     if array.ndim == 3:
-        return array[mask.astype(bool)]
+        array = array[mask.astype(bool)]
+        return array, np.ones(array.shape, dtype=bool)
     if array.shape == mask.shape:
-        return np.where(mask.astype(bool), array, np.nan)
-    return array
+        return array, mask.astype(bool)
+    return array, np.ones(array.shape, dtype=bool)
+
+
+def _check_finite(name: str, side: str, values: np.ndarray) -> None:
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        raise ParityError(f"{name}: the {side} gives {bad} NaN or Inf values on real tokens, so the export cannot be "
+                          "verified; the checkpoint's weights overflow float32, use another checkpoint")
 
 
 def compare(name: str, ours: list[np.ndarray], refs: list[np.ndarray], masks: list[np.ndarray],
             precision: str) -> OutputParity:
-    """Figures for one output over all batches, real tokens only."""
+    """Figures for one output over all batches, real tokens only; NaN or Inf there is a ParityError."""
     diffs, cosines, agreements, peaks = [], [], [], [1.0]
     for got, ref, mask in zip(ours, refs, masks):
-        a, b = _rows(got, mask), _rows(ref, mask)
-        valid = ~np.isnan(b)
-        diffs.append(np.abs(a - b)[valid])
-        peaks.append(float(np.abs(b[valid]).max()))
+        (a, valid), (b, _) = _rows(got, mask), _rows(ref, mask)
+        _check_finite(name, "export", a[valid])
+        _check_finite(name, "reference", b[valid])
         a0, b0 = np.where(valid, a, 0.0), np.where(valid, b, 0.0)
+        diffs.append(np.abs(a0 - b0)[valid])
+        peaks.append(float(np.abs(b0).max(initial=0.0)))
         norms = np.linalg.norm(a0, axis=-1) * np.linalg.norm(b0, axis=-1)
         cosines.append(np.where(norms > 0, (a0 * b0).sum(-1) / np.where(norms > 0, norms, 1.0), 1.0))
         agreements.append(np.where(valid, a, -np.inf).argmax(-1) == np.where(valid, b, -np.inf).argmax(-1))

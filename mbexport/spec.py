@@ -28,6 +28,7 @@ Sources translate their own names into this scheme with ``canonical_name``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -44,6 +45,84 @@ HEADS = ("base", "pretraining", "qa", "classification")
 
 # Activations the exporter can emit; names as in HF configs.
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+
+# Bounds on config values, so a hostile or mistyped config is refused before it sizes anything
+# (the expected-weights table holds 16 entries per layer). Real BERTs sit far inside them:
+# BERT-large has 24 layers, hidden 1024, intermediate 4096, 512 positions; the largest
+# WordPiece vocabularies (multilingual BERT) hold ~120k tokens.
+MAX_LAYERS = 256
+MAX_HIDDEN = 16384
+MAX_INTERMEDIATE = 4 * MAX_HIDDEN
+MAX_VOCAB = 1 << 21
+MAX_POSITIONS = 1 << 16
+MAX_TYPE_VOCAB = 1024  # BERT uses 2; a few variants 16
+MAX_LABELS = 1 << 16
+MIN_VOCAB = 2  # [PAD] and at least one real token (parity draws ids from 1..vocab_size-1)
+
+# HF BertConfig options that change the forward pass in ways mbexport does not build:
+# option -> the only value mbexport implements (absent means that value).
+UNSUPPORTED_OPTIONS: dict[str, Any] = {
+    "position_embedding_type": "absolute",  # relative_key(_query) add distance embeddings to attention
+    "is_decoder": False,  # a causal attention mask
+    "add_cross_attention": False,  # cross-attention layers over an encoder's states
+    "is_encoder_decoder": False,
+    "pruned_heads": {},  # layers with fewer attention heads than the config says
+}
+# HF classes whose head weights have the names of a head mbexport builds but are applied
+# differently (per token, per choice): their encoder converts, that head is never offered.
+FOREIGN_HEADS = {"BertForTokenClassification": "classification", "BertForMultipleChoice": "classification"}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _config_int(config: Mapping[str, Any], key: str, low: int, high: int, where: str,
+                default: int | None = None) -> int:
+    """A whole number in [low, high]: an int, or a float with no fraction (never a bool or string)."""
+    value = config.get(key, default)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not _is_int(value) or not low <= value <= high:
+        raise CheckpointFormatError(f"{where}: {key} is {value!r:.40}; it must be a whole number from {low} "
+                                    f"to {high}, fix the config")
+    return value
+
+
+def _config_eps(config: Mapping[str, Any], where: str) -> float:
+    value = config.get("layer_norm_eps", 1e-12)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise CheckpointFormatError(f"{where}: layer_norm_eps is {value!r:.40}; it must be a number between "
+                                    "0 and 1 (BERT uses 1e-12), fix the config")
+    return float(value)
+
+
+def _config_labels(config: Mapping[str, Any], where: str) -> int:
+    """The label count: ``id2label``'s (keys 0..n-1) when present, else ``num_labels``; both must agree."""
+    id2label = config.get("id2label")
+    if id2label is None:
+        return _config_int(config, "num_labels", 1, MAX_LABELS, where, 2)
+    try:
+        keys = sorted(int(k) for k in id2label) if isinstance(id2label, Mapping) else None
+    except (TypeError, ValueError):
+        keys = None
+    if keys is None or keys != list(range(len(keys))) or not 1 <= len(keys) <= MAX_LABELS:
+        raise CheckpointFormatError(f"{where}: id2label must map the ids 0..n-1 (n from 1 to {MAX_LABELS}) to label "
+                                    "names; fix the config")
+    if "num_labels" in config and _config_int(config, "num_labels", 1, MAX_LABELS, where) != len(keys):
+        raise CheckpointFormatError(f"{where}: num_labels {config['num_labels']} disagrees with the {len(keys)} "
+                                    "labels of id2label; remove one of them or make them agree")
+    return len(keys)
+
+
+def _check_options(config: Mapping[str, Any], where: str) -> None:
+    """Refuse the architecture options mbexport would silently build wrong."""
+    for key, supported in UNSUPPORTED_OPTIONS.items():
+        value = config.get(key)
+        if value and value != supported:  # false, empty and absent all mean the default
+            raise CheckpointFormatError(f"{where}: {key} is {value!r:.60}; mbexport builds only "
+                                        f"{key}={supported!r} BERTs, so this model cannot be converted")
 
 
 @dataclass(frozen=True)
@@ -67,38 +146,47 @@ class BertSpec:
         return self.hidden_size // self.num_heads
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], heads: tuple[str, ...] = ("base",)) -> BertSpec:
-        """Read an HF ``config.json`` or a Google ``bert_config.json`` (same keys)."""
-        try:
-            spec = cls(
-                num_layers=int(config["num_hidden_layers"]),
-                hidden_size=int(config["hidden_size"]),
-                num_heads=int(config["num_attention_heads"]),
-                intermediate_size=int(config["intermediate_size"]),
-                vocab_size=int(config["vocab_size"]),
-                max_position_embeddings=int(config.get("max_position_embeddings", 512)),
-                type_vocab_size=int(config.get("type_vocab_size", 2)),
-                hidden_act=str(config.get("hidden_act", "gelu")),
-                layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
-                num_labels=len(config["id2label"]) if "id2label" in config else int(config.get("num_labels", 2)),
-                heads=heads,
-            )
-        except KeyError as missing:
+    def from_config(cls, config: Mapping[str, Any], heads: tuple[str, ...] = ("base",),
+                    where: str = "config") -> BertSpec:
+        """Read an HF ``config.json`` or a Google ``bert_config.json`` (same keys), every value
+        type- and range-checked; ``where`` names the file in errors."""
+        missing = [k for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
+                               "vocab_size") if k not in config]
+        if missing:
             raise CheckpointFormatError(
-                f"config is missing {missing}: a BERT config needs num_hidden_layers, hidden_size, "
+                f"{where} is missing {missing[0]!r}: a BERT config needs num_hidden_layers, hidden_size, "
                 "num_attention_heads, intermediate_size and vocab_size"
-            ) from None
-        spec.validate()
+            )
+        _check_options(config, where)
+        architectures = config.get("architectures")
+        if isinstance(architectures, list):
+            foreign = {FOREIGN_HEADS[a] for a in architectures if a in FOREIGN_HEADS}
+            heads = tuple(h for h in heads if h not in foreign)
+        hidden = _config_int(config, "hidden_size", 1, MAX_HIDDEN, where)
+        spec = cls(
+            num_layers=_config_int(config, "num_hidden_layers", 1, MAX_LAYERS, where),
+            hidden_size=hidden,
+            num_heads=_config_int(config, "num_attention_heads", 1, hidden, where),
+            intermediate_size=_config_int(config, "intermediate_size", 1, MAX_INTERMEDIATE, where),
+            vocab_size=_config_int(config, "vocab_size", MIN_VOCAB, MAX_VOCAB, where),
+            max_position_embeddings=_config_int(config, "max_position_embeddings", 1, MAX_POSITIONS, where, 512),
+            type_vocab_size=_config_int(config, "type_vocab_size", 1, MAX_TYPE_VOCAB, where, 2),
+            hidden_act=config.get("hidden_act", "gelu"),
+            layer_norm_eps=_config_eps(config, where),
+            num_labels=_config_labels(config, where),
+            heads=heads,
+        )
+        spec.validate(where)
         return spec
 
-    def validate(self) -> None:
+    def validate(self, where: str = "config") -> None:
         if self.hidden_size % self.num_heads:
             raise CheckpointFormatError(
-                f"config: hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_heads}"
+                f"{where}: hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_heads}"
             )
-        if self.hidden_act not in ACTIVATIONS:
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
             raise CheckpointFormatError(
-                f"config: hidden_act {self.hidden_act!r} is not supported; supported: {', '.join(ACTIVATIONS)}"
+                f"{where}: hidden_act {self.hidden_act!r:.40} is not supported; supported: {', '.join(ACTIVATIONS)}"
             )
 
     def to_hf_config(self) -> dict[str, Any]:
@@ -172,6 +260,16 @@ class BertSpec:
             shapes["classifier.bias"] = (self.num_labels,)
         return shapes
 
+    def known_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every canonical weight a checkpoint of this spec may carry: the encoder, the pooler and
+        every head mbexport knows (an MLM-only checkpoint's ``cls.predictions.*`` included), whichever
+        heads this spec emits."""
+        h = self.hidden_size
+        shapes = dataclasses.replace(self, heads=HEADS).expected_shapes()
+        shapes.update({"pooler.dense.weight": (h, h), "pooler.dense.bias": (h,),
+                       "cls.predictions.decoder.weight": (self.vocab_size, h)})
+        return shapes
+
 
 _RENAMES = (
     (re.compile(r"^bert\."), ""),
@@ -214,7 +312,9 @@ class Checkpoint:
     config: dict[str, Any] = field(default_factory=dict)  # the original config, as read
 
     def validate(self) -> None:
-        """Check every weight the spec needs is present with the shape the config implies."""
+        """Check every weight the spec needs is present with the shape the config implies, that no
+        weight goes unused (a silently dropped weight makes a wrong model that still passes parity)
+        and that every weight is a finite float."""
         for name, shape in self.spec.expected_shapes().items():
             if name not in self.weights:
                 raise ShapeError(
@@ -227,11 +327,24 @@ class Checkpoint:
                     f"{self.source}: weight {name!r} has shape {actual} but the config implies {shape}; "
                     "the config and weights come from different models"
                 )
-        h = self.spec.hidden_size
-        for name, shape in (("pooler.dense.weight", (h, h)), ("pooler.dense.bias", (h,))):
+        known = self.spec.known_shapes()
+        unused = sorted(set(self.weights) - set(known))
+        if unused:
+            raise CheckpointFormatError(
+                f"{self.source}: {len(unused)} weight(s) that no part of a {self.spec.num_layers}-layer BERT uses: "
+                f"{', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}; the config describes a different "
+                "architecture (more layers? relative positions?) than the weights, fix it or use the right checkpoint")
+        for name in ("pooler.dense.weight", "pooler.dense.bias", "cls.predictions.decoder.weight"):
             w = self.weights.get(name)
-            if w is not None and tuple(w.shape) != shape:
-                raise ShapeError(f"{self.source}: weight {name!r} has shape {tuple(w.shape)}, expected {shape}")
+            if w is not None and tuple(w.shape) != known[name]:
+                raise ShapeError(f"{self.source}: weight {name!r} has shape {tuple(w.shape)}, expected {known[name]}")
+        for name, array in self.weights.items():
+            if not np.issubdtype(array.dtype, np.floating):
+                raise CheckpointFormatError(f"{self.source}: weight {name!r} has dtype {array.dtype}; a BERT weight "
+                                            "must be floating point, the checkpoint is corrupt")
+            if not np.isfinite(array).all():
+                raise CheckpointFormatError(f"{self.source}: weight {name!r} holds NaN or Inf values; the checkpoint "
+                                            "is corrupt or diverged, use another one")
 
     @property
     def has_pooler(self) -> bool:

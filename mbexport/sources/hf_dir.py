@@ -20,6 +20,7 @@ any tensor is read and reported with the file's name, and bfloat16 needs no torc
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from pathlib import Path
@@ -50,7 +51,11 @@ _SAFETENSORS_DTYPES: dict[str, Any] = {
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
     "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
 }  # fmt: skip
-_MAX_HEADER = 100 << 20  # the safetensors format caps its JSON header at 100 MB
+# The safetensors format allows a 100 MB JSON header; a BERT's is ~100 bytes per tensor (~40 KB
+# for BERT-large), and parsing 100 MB of JSON takes ~1 GB, so headers are held to 16 MiB.
+_MAX_HEADER = 16 << 20
+_MAX_INDEX_BYTES = 16 << 20  # a shard index lists each tensor once (~80 bytes each), like the header
+_MAX_DIMS = 32  # numpy's limit in its 1.x series
 
 
 def find_weight_files(path: Path) -> list[Path]:
@@ -61,11 +66,15 @@ def find_weight_files(path: Path) -> list[Path]:
             continue
         if not name.endswith(".index.json"):
             return [candidate]
+        if candidate.stat().st_size > _MAX_INDEX_BYTES:
+            raise CheckpointFormatError(f"{candidate}: {candidate.stat().st_size} bytes, more than any shard index "
+                                        f"needs ({_MAX_INDEX_BYTES}); the file is corrupt, re-download it")
         index = read_json(candidate)
         weight_map = index.get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise CheckpointFormatError(f"{candidate}: no weight_map; the shard index is corrupt, re-download it")
-        shards = [path / shard for shard in sorted(set(map(str, weight_map.values())))]
+        suffix = name[: -len(".index.json")].rsplit(".", 1)[1]
+        shards = [path / _shard_name(candidate, shard, suffix) for shard in sorted(set(map(str, weight_map.values())))]
         missing = [s.name for s in shards if not s.is_file()]
         if missing:
             raise CheckpointFormatError(
@@ -78,6 +87,18 @@ def find_weight_files(path: Path) -> list[Path]:
         f"{path}: no weights found{hint}; expected model.safetensors, pytorch_model.bin or their sharded "
         "index (a TF1 checkpoint is given by its prefix, e.g. bert_model.ckpt)"
     )
+
+
+def _shard_name(index: Path, name: str, suffix: str) -> str:
+    """A shard named by an index must be a ``.suffix`` file directly in the index's directory.
+
+    Only the name is checked, not where it resolves: an HF cache snapshot's files are symlinks
+    into ``../../blobs``, and following them is what the cache means."""
+    if "/" in name or "\\" in name or "\0" in name or not name.endswith(f".{suffix}"):
+        raise CheckpointFormatError(f"{index}: shard {name[:100]!r} is not a .{suffix} file in the checkpoint "
+                                    "directory; an index may only name files beside it, the index is corrupt or "
+                                    "hostile")
+    return name
 
 
 def load_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -105,22 +126,27 @@ def load_safetensors(path: Path) -> dict[str, np.ndarray]:
     data_size = size - data_start
 
     layout: list[tuple[str, Any, tuple[int, ...], int, int]] = []
-    end_max = 0
     for name, info in header.items():
         try:
-            dtype_name, shape, (begin, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
+            dtype_name, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise corrupt(f"bad header entry for {name!r}") from None
+        if not all(type(d) is int and d >= 0 for d in (*shape, begin, end)) or len(shape) > _MAX_DIMS:
+            raise corrupt(f"tensor {name!r} has shape {str(shape)[:80]} or offsets {str((begin, end))[:80]} that are "
+                          "not small whole numbers")
         if dtype_name not in _SAFETENSORS_DTYPES:
             raise CheckpointFormatError(f"{path}: tensor {name!r} has dtype {dtype_name}, which mbexport does not read")
         dtype = _SAFETENSORS_DTYPES[dtype_name]
         itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
-        if not (0 <= begin <= end) or end - begin != int(np.prod(shape, dtype=np.int64)) * itemsize:
-            raise corrupt(f"tensor {name!r} has offsets {begin}..{end} that do not fit shape {list(shape)}")
-        end_max = max(end_max, end)
+        if not begin <= end <= data_size or end - begin != math.prod(shape) * itemsize:
+            raise corrupt(f"tensor {name!r} has offsets {begin}..{end} that do not fit shape {list(shape)} in "
+                          f"{data_size} data bytes")
         layout.append((name, dtype, shape, begin, end))
-    if end_max > data_size:
-        raise corrupt(f"tensors need {end_max} data bytes but the file holds {data_size}")
+    # Tensors may not overlap (as the format requires), so together they hold at most the file.
+    spans = sorted((begin, end, name) for name, _, _, begin, end in layout)
+    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+        if begin < end:
+            raise corrupt(f"tensors {first!r} and {second!r} overlap")
 
     weights: dict[str, np.ndarray] = {}
     if not layout:
@@ -185,6 +211,7 @@ def load_hf_dir(path: Path, label: str | None = None, revision: str | None = Non
     if model_type is not None and model_type != "bert":
         raise CheckpointFormatError(f"{config_path}: model_type is {model_type!r}; mbexport converts BERT models only")
 
+    BertSpec.from_config(config, where=str(config_path))  # a bad config is refused before any weight is read
     files = find_weight_files(path)
     raw: dict[str, np.ndarray] = {}
     for file in files:
@@ -197,7 +224,7 @@ def load_hf_dir(path: Path, label: str | None = None, revision: str | None = Non
             f"{path}: vocab.txt is missing; mbexport needs the WordPiece vocabulary next to the weights "
             "(copy the vocab.txt of the tokenizer this model was trained with)"
         )
-    spec = BertSpec.from_config(config, heads=detect_heads(set(weights)))
+    spec = BertSpec.from_config(config, heads=detect_heads(set(weights)), where=str(config_path))
     checkpoint = Checkpoint(
         spec=spec,
         weights=weights,

@@ -28,6 +28,7 @@ shift operators) that needs nothing beyond numpy.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -482,13 +483,19 @@ class BundleReader:
         return [self.shard_path(i) for i in range(self.num_shards)]
 
     def check_shards(self) -> None:
-        """Raise unless every data shard the header announces exists."""
-        for shard_id, path in enumerate(self.shard_paths()):
-            if not path.is_file():
-                held = next((e.name for e in self.entries.values() if e.shard_id == shard_id), None)
-                what = f"it holds tensor {held!r}" if held else "it holds no tensor, but the checkpoint lists it"
-                raise CheckpointFormatError(f"{path} is missing ({what}); copy every "
-                                            f"{self.prefix.name}.data-*-of-{self.num_shards:05d} file")
+        """Raise unless every data shard the header announces exists.
+
+        The shard files are found by listing the directory once, so a header claiming 10^8
+        shards costs that listing, not 10^8 paths."""
+        present = {path.name for path in self.prefix.parent.iterdir() if path.is_file()}
+        found = sum(self.shard_path(i).name in present for i in range(min(self.num_shards, len(present))))
+        if found == self.num_shards:
+            return
+        shard_id = next(i for i in range(found + 1) if self.shard_path(i).name not in present)
+        held = next((e.name for e in self.entries.values() if e.shard_id == shard_id), None)
+        what = f"it holds tensor {held!r}" if held else "it holds no tensor, but the checkpoint lists it"
+        raise CheckpointFormatError(f"{self.shard_path(shard_id)} is missing ({what}); copy every "
+                                    f"{self.prefix.name}.data-*-of-{self.num_shards:05d} file")
 
     def _shard(self, entry: TensorEntry) -> mmap.mmap | bytes:
         shard = self._shards.get(entry.shard_id)
@@ -538,7 +545,7 @@ class BundleReader:
             raise CheckpointFormatError(f"{self.index_path}: tensor {name!r} has dtype {entry.dtype_name}, "
                                         "which mbexport does not read")
         dtype = np.dtype((">" if self.big_endian else "<") + code)
-        count = int(np.prod(entry.shape, dtype=np.int64))
+        count = math.prod(entry.shape)
         if any(d < 0 for d in entry.shape) or count * dtype.itemsize != entry.size:
             raise CheckpointFormatError(
                 f"{self.index_path}: tensor {name!r} has shape {list(entry.shape)} ({entry.dtype_name}) but "
@@ -562,7 +569,7 @@ class BundleReader:
         # taken over each length as a little-endian uint32 (uint64 past 4 GiB), the masked
         # length CRC, then the strings (TF's WriteStringTensor).
         data = bytes(self.raw(entry.name))
-        count = int(np.prod(entry.shape, dtype=np.int64))
+        count = math.prod(entry.shape)
         pos, lengths = 0, []
         try:
             for _ in range(count):

@@ -35,15 +35,14 @@ wrong model.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
 from mbexport.errors import CheckpointFormatError, ShapeError, SourceNotFoundError
 from mbexport.sources.tf_bundle import BundleReader, widen_bfloat16
-from mbexport.spec import HEADS, BertSpec, Checkpoint, detect_heads, read_json, sha256_files
+from mbexport.spec import BertSpec, Checkpoint, detect_heads, read_json, sha256_files
 
 __all__ = ["find_prefix", "inspect_ckpt_table", "is_tf_checkpoint", "list_tensors", "load_tf_checkpoint"]
 
@@ -197,9 +196,9 @@ def find_prefix(path: Path | str) -> Path:
     state = path / "checkpoint"  # TF's checkpoint state file names the latest checkpoint
     if state.is_file():
         m = re.search(r'^model_checkpoint_path:\s*"(.+)"\s*$', state.read_text(errors="replace"), re.M)
-        if m:
-            latest = Path(m[1]) if Path(m[1]).is_absolute() else path / m[1]
-            if Path(f"{latest}.index").is_file():
+        if m:  # only its name: the path it was saved under may be another machine's, or outside this directory
+            latest = path / PurePath(m[1].replace("\\", "/")).name
+            if latest != path and Path(f"{latest}.index").is_file():
                 return latest
     indexes = sorted(path.glob("*.index"))
     if len(indexes) == 1:
@@ -248,10 +247,7 @@ def load_tf_checkpoint(path: Path, label: str | None = None) -> Checkpoint:
     if not vocab.is_file():
         raise CheckpointFormatError(f"{vocab} is missing: mbexport needs the WordPiece vocabulary next to "
                                     f"{prefix.name}.index (copy the vocab.txt the model was released with)")
-    try:
-        num_layers = int(config["num_hidden_layers"])
-    except (KeyError, TypeError, ValueError):
-        num_layers = -1  # BertSpec.from_config below reports the config problem
+    num_layers = BertSpec.from_config(config, where=str(config_path)).num_layers  # a bad config fails first
 
     with BundleReader(prefix) as reader:
         reader.check_shards()
@@ -276,10 +272,8 @@ def load_tf_checkpoint(path: Path, label: str | None = None) -> Checkpoint:
 
         if "classifier.weight" in plan and "num_labels" not in config and "id2label" not in config:
             config = {**config, "num_labels": reader.entries[plan["classifier.weight"][0]].shape[0]}
-        spec = BertSpec.from_config(config, heads=detect_heads(set(plan)))
-        shapes = dataclasses.replace(spec, heads=HEADS).expected_shapes()
-        h = spec.hidden_size
-        shapes.update({"pooler.dense.weight": (h, h), "pooler.dense.bias": (h,)})
+        spec = BertSpec.from_config(config, heads=detect_heads(set(plan)), where=str(config_path))
+        shapes = spec.known_shapes()
 
         weights: dict[str, np.ndarray] = {}
         for canonical, (tf_name, how) in plan.items():
