@@ -66,3 +66,13 @@ class CudaUnavailableError(MbexportError, RuntimeError):
 
 class InputFileError(MbexportError, ValueError):
     """An input file for ``mbexport embed`` that cannot be read (bad UTF-8, bad JSON, missing field)."""
+
+
+class ArgumentError(MbexportError, ValueError):
+    """An argument or option value out of its range or choices (``pooling="max"``, ``threads=0``)."""
+
+    exit_code = 2
+
+
+class OutputFileError(MbexportError, OSError):
+    """An output that cannot be written (read-only directory, disk full, a directory in the way)."""
