@@ -221,12 +221,14 @@ def _stages() -> Iterator[object]:
         yield stage
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C would be, so the same clean-up runs (partial outputs, staging dirs)."""
+_signalled: int | None = None  # SIGINT or SIGTERM, once one arrived
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated
+def _on_signal(signum: int, frame: object) -> None:
+    """SIGTERM (and Ctrl-C) as KeyboardInterrupt, so the same clean-up runs (partial outputs, staging dirs)."""
+    global _signalled
+    _signalled = signum
+    raise KeyboardInterrupt
 
 
 # typer >= 0.2x vendors click (typer._click): take its exception classes from a public subclass.
@@ -243,7 +245,7 @@ def _one_line(error: BaseException) -> tuple[str, int]:
     if isinstance(error, _ClickException):
         return error.format_message(), error.exit_code
     if isinstance(error, KeyboardInterrupt):
-        return ("terminated", 143) if isinstance(error, _Terminated) else ("interrupted", 130)
+        return ("terminated", 143) if _signalled == signal.SIGTERM else ("interrupted", 130)
     if isinstance(error, MbexportError):
         return str(error), error.exit_code
     if isinstance(error, OSError):
@@ -254,14 +256,18 @@ def _one_line(error: BaseException) -> tuple[str, int]:
 
 def main() -> None:
     """The console script: every failure is one ``error:`` line on stderr, a traceback only with --debug."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
+        signal.signal(signal.SIGINT, _on_signal)
     try:
         code = app(standalone_mode=False)
+        if _signalled is not None:  # typer turns KeyboardInterrupt into a silent exit 130
+            raise KeyboardInterrupt
     except (Exception, KeyboardInterrupt) as error:
         if type(error).__name__ == "NoArgsIsHelpError":  # bare `mbexport`: the help, as before
             error.show()  # type: ignore[attr-defined]
             sys.exit(getattr(error, "exit_code", 2))
-        cause = error.__cause__ if isinstance(error, typer.Abort) and error.__cause__ else error  # Ctrl-C
+        cause = error.__cause__ if isinstance(error, typer.Abort) and error.__cause__ else error  # older typer
         if (_debug or os.environ.get("MBEXPORT_DEBUG") == "1") and not isinstance(cause, _UsageError):
             traceback.print_exception(cause)
         line, code = _one_line(cause)

@@ -168,7 +168,7 @@ def verify_model_files(export_dir: Path, manifest: dict[str, Any]) -> None:
                                  f"changed after export; re-run mbexport convert to rebuild {export_dir}")
         key = "|".join(map(str, (path.resolve(), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
                                  entry["sha256"])))
-        if key in cache.keys:
+        if cache.known(key):
             continue
         try:
             got = sha256_files([path])
@@ -191,7 +191,6 @@ class _VerifiedCache:
     def __init__(self, path: Path, keys: list[str]) -> None:
         self.path = path
         self.keys = dict.fromkeys(keys)
-        self.keys.update(dict.fromkeys(self._memory))
         self.dirty = False
 
     @classmethod
@@ -202,6 +201,9 @@ class _VerifiedCache:
         except (OSError, ValueError, AttributeError):
             keys = []
         return cls(path, [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else [])
+
+    def known(self, key: str) -> bool:
+        return key in self.keys or key in self._memory
 
     def add(self, key: str) -> None:
         self.keys[key] = None

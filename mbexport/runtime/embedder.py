@@ -16,6 +16,7 @@ and IO binding.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -245,6 +246,8 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None, why: st
 def _load_tokenizer(export_dir: Path, model_vocab: int) -> WordPieceTokenizer:
     """The export's tokenizer; refused when its files are malformed or its vocab outgrows the model's
     embedding table (ids past it would read garbage or fail inside onnxruntime)."""
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        _json_object(export_dir / name)
     try:
         tokenizer = WordPieceTokenizer.from_pretrained(export_dir)
     except MbexportError:
@@ -258,14 +261,21 @@ def _load_tokenizer(export_dir: Path, model_vocab: int) -> WordPieceTokenizer:
     return tokenizer
 
 
-def _model_max_length(export_dir: Path) -> int | None:
-    import json
-
+def _json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file of the export ({} when absent); ExportDirError when it is not one."""
+    if not path.exists():
+        return {}
     try:
-        config = json.loads((export_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = config.get("model_max_length") if isinstance(config, dict) else None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ExportDirError(f"{path} cannot be read as JSON ({e}); re-run mbexport convert") from None
+    if not isinstance(data, dict):
+        raise ExportDirError(f"{path} holds a JSON {type(data).__name__}, not an object; re-run mbexport convert")
+    return data
+
+
+def _model_max_length(export_dir: Path) -> int | None:
+    value = _json_object(export_dir / "tokenizer_config.json").get("model_max_length")
     return int(value) if isinstance(value, (int, float)) and 2 <= value < 1e9 else None
 
 

@@ -97,7 +97,7 @@ def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False
 def _check_id(value: Any) -> Any:
     """A record's id as given, unless JSON cannot carry it back out (NaN, Infinity): those are refused."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f'"id" is {value}, which JSON cannot represent; use a string or a finite number')
+        raise ValueError(f'"id" is {json.dumps(value)}, which JSON cannot represent; use a string or a finite number')
     return value
 
 
