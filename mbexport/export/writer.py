@@ -96,25 +96,26 @@ def check_replaceable(out: Path) -> None:
         return
     problem = _not_replaceable(out)
     if problem:
-        raise ExportError(f"refusing to replace {out}: {problem}; choose another --out or move it away")
+        raise ExportError(f"refusing to replace {out}: it is not an mbexport export ({problem}); "
+                          "choose another --out or move it away")
 
 
 def _not_replaceable(out: Path) -> str | None:
     if out.is_symlink() or not out.is_dir():
-        return "it exists and is not a directory"
+        return "not a directory"
     entries = list(out.iterdir())
     if not entries:
         return None
     foreign = sorted(p.name for p in entries if p.name not in EXPORT_FILES or p.is_symlink() or not p.is_file())
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        return f"it holds files an mbexport export does not write ({', '.join(foreign[:3])}{more})"
+        return f"it holds files an export does not write: {', '.join(foreign[:3])}{more}"
     try:
         manifest = read_manifest(out)
     except ExportDirError as e:
-        return f"it is not an mbexport export ({e})"
+        return str(e)
     unlisted = [name for name in manifest["files"] if not (out / name).is_file()]
-    return f"its manifest lists missing files ({', '.join(unlisted)})" if unlisted else None
+    return f"its manifest lists missing files: {', '.join(unlisted)}" if unlisted else None
 
 
 @contextmanager
