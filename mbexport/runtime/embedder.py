@@ -210,7 +210,11 @@ class Embedder:
             if name in self._inputs:
                 binding.bind_input(name, "cuda", 0, np.int64, [rows, width], ptr)
         binding.bind_output(self._output, "cpu")
-        self.session.run_with_iobinding(binding)
+        try:
+            self.session.run_with_iobinding(binding)
+        except ORT_ERRORS as e:
+            raise ort_error(self.export_dir / "model.onnx", "run", e, "lower --batch-tokens or re-run "
+                            "mbexport convert") from None
         output = binding.copy_outputs_to_cpu()[0]
         mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
         return output, mask
