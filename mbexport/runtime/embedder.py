@@ -186,9 +186,11 @@ class Embedder:
             try:
                 output = self.session.run([self._output], {k: feeds[k] for k in self._inputs})[0]
             except ORT_ERRORS as e:
-                raise ort_error(self.export_dir / "model.onnx", "run", e, "lower --batch-tokens or re-run "
-                                "mbexport convert") from None
+                raise self._run_failed(e) from None
             yield indices, output, mask
+
+    def _run_failed(self, error: BaseException) -> ExportDirError:
+        return ort_error(self.export_dir / "model.onnx", "run", error, "lower --batch-tokens or re-run mbexport convert")
 
     def _cuda_batches(self, batcher: Any) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Double buffering: while batch b runs, batch b+1 is written into the other pinned slot and
@@ -213,8 +215,7 @@ class Embedder:
         try:
             self.session.run_with_iobinding(binding)
         except ORT_ERRORS as e:
-            raise ort_error(self.export_dir / "model.onnx", "run", e, "lower --batch-tokens or re-run "
-                            "mbexport convert") from None
+            raise self._run_failed(e) from None
         output = binding.copy_outputs_to_cpu()[0]
         mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
         return output, mask
