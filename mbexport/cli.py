@@ -1,17 +1,22 @@
 """The ``mbexport`` command: a thin Typer + rich layer over the Python API.
 
 Every user error is an ``MbexportError``: printed as one line on stderr with a
-non-zero exit, never a traceback.
+non-zero exit, never a traceback (unless ``--debug`` or MBEXPORT_DEBUG=1). Bad option
+values are one-line usage errors (exit 2); Ctrl-C exits 130 and SIGTERM 143, both after
+the same clean-up; anything unexpected is one ``internal error`` line.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -26,8 +31,29 @@ console = Console(stderr=True)
 # Piped output (logs, tests, scripts) gets room for whole names instead of rich's 80 columns.
 out_console = Console(width=None if sys.stdout.isatty() else 160)
 
+# Enumerated options, as typer reads them: --help lists them and a bad value is a usage error.
+# They mirror HEAD_CONFIGS, PRECISIONS, FLAVORS, POOLINGS and DEVICES (tests/test_hostile_cli.py checks).
+Head = Literal["base", "pretraining", "qa", "classification", "auto"]
+Precision = Literal["fp32", "fp16", "int8"]
+Flavor = Literal["fused", "portable"]
+Reference = Literal["auto", "torch", "numpy"]
+Pooling = Literal["cls", "mean", "pooler"]
+Device = Literal["cpu", "cuda", "auto"]
+
 STAGE_LABELS = {"load": "Loading checkpoint", "build": "Building ONNX graph", "write": "Writing export",
                 "verify": "Checking parity", "commit": "Moving into place"}
+
+
+_debug = False  # set by --debug
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks (also: MBEXPORT_DEBUG=1)")] = False,
+) -> None:
+    """BERT checkpoints to fast, verified ONNX exports, and embeddings from them."""
+    global _debug
+    _debug = debug
 
 
 @app.command()
@@ -35,9 +61,9 @@ def convert(
     name: Annotated[str, typer.Argument(help="seed_1, 'seed_1 step_200k', earlyberts-seed1, org/name, a directory or a TF checkpoint")],
     step: Annotated[Optional[str], typer.Argument(help="step_200k / 200k (MultiBERTs) or step7000 (EarlyBERTs)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="export directory (default: $MBEXPORT_HOME/exports/...)")] = None,
-    head: Annotated[str, typer.Option(help="base | pretraining | qa | classification | auto")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 (dynamic quantization, CPU)")] = "fp32",
-    flavor: Annotated[str, typer.Option(help="fused (onnxruntime contrib ops) | portable (standard ONNX ops)")] = "fused",
+    head: Annotated[Head, typer.Option(help="the model head to export (auto: the checkpoint's own)")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="int8: dynamic quantization, CPU")] = "fp32",
+    flavor: Annotated[Flavor, typer.Option(help="fused (onnxruntime contrib ops) | portable (standard ONNX ops)")] = "fused",
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="verify against PyTorch (or numpy) before writing")] = True,
     revision: Annotated[Optional[str], typer.Option(help="hub revision for an org/name id")] = None,
     from_path: Annotated[Optional[Path], typer.Option("--from", help="local copy of a catalogue checkpoint")] = None,
@@ -84,7 +110,7 @@ def list_catalog(
 @app.command("parity")
 def parity_command(
     export_dir: Annotated[Path, typer.Argument(help="an export directory")],
-    reference: Annotated[str, typer.Option(help="auto | torch | numpy")] = "auto",
+    reference: Annotated[Reference, typer.Option(help="the parity reference")] = "auto",
 ) -> None:
     """Re-check an export against its source checkpoint; exit 1 beyond tolerance."""
     from mbexport.converter import verify_export
@@ -118,12 +144,12 @@ def embed(
     input_path: Annotated[str, typer.Argument(metavar="INPUT", help=".txt (a text per line), .jsonl, or - for stdin")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output .npy (rows in input order) or .jsonl (id + embedding)")],
     field: Annotated[Optional[str], typer.Option(help="JSONL field holding the text (default: text)")] = None,
-    pooling: Annotated[str, typer.Option(help="cls | mean | pooler")] = "cls",
+    pooling: Annotated[Pooling, typer.Option(help="how token vectors become one vector per text")] = "cls",
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="L2-normalize each vector")] = False,
-    max_length: Annotated[Optional[int], typer.Option(help="truncate texts to this many tokens (default: the model's)")] = None,
-    batch_tokens: Annotated[Optional[int], typer.Option(help="padded tokens per batch (default: 2048 CPU, 65536 CUDA)")] = None,
-    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
-    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: all cores)")] = None,
+    max_length: Annotated[Optional[int], typer.Option(min=2, help="truncate texts to this many tokens (default: the model's)")] = None,
+    batch_tokens: Annotated[Optional[int], typer.Option(min=1, help="padded tokens per batch (default: 2048 CPU, 65536 CUDA)")] = None,
+    device: Annotated[Device, typer.Option(help="auto: CUDA when usable, else CPU")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="onnxruntime intra-op threads (default: all cores)")] = None,
     skip_bad_lines: Annotated[bool, typer.Option("--skip-bad-lines", help="skip (and count) lines that are not UTF-8/JSON")] = False,
 ) -> None:
     """Embed every text of INPUT into --out; the output appears only when complete."""
@@ -195,12 +221,58 @@ def _stages() -> Iterator[object]:
         yield stage
 
 
+_signalled: int | None = None  # SIGINT or SIGTERM, once one arrived
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """SIGTERM (and Ctrl-C) as KeyboardInterrupt, so the same clean-up runs (partial outputs, staging dirs)."""
+    global _signalled
+    _signalled = signum
+    raise KeyboardInterrupt
+
+
+# typer >= 0.2x vendors click (typer._click): take its exception classes from a public subclass.
+_CLICK: dict[str, Any] = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+_ClickException, _UsageError = _CLICK["ClickException"], _CLICK["UsageError"]
+
+
+def _one_line(error: BaseException) -> tuple[str, int]:
+    """The ``error:`` line and exit status for anything that ends a command."""
+    if isinstance(error, _UsageError):
+        ctx = getattr(error, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx else ""
+        return f"{error.format_message()}{hint}", error.exit_code
+    if isinstance(error, _ClickException):
+        return error.format_message(), error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return ("terminated", 143) if _signalled == signal.SIGTERM else ("interrupted", 130)
+    if isinstance(error, MbexportError):
+        return str(error), error.exit_code
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or error}; check the path, its permissions and free space", 1
+    return f"internal error: {type(error).__name__}: {error} (re-run with --debug for the traceback)", 1
+
+
 def main() -> None:
+    """The console script: every failure is one ``error:`` line on stderr, a traceback only with --debug."""
+    signal.signal(signal.SIGTERM, _on_signal)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
+        signal.signal(signal.SIGINT, _on_signal)
     try:
-        app()
-    except MbexportError as error:
-        console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(error.exit_code)
+        code = app(standalone_mode=False)
+        if _signalled is not None:  # typer turns KeyboardInterrupt into a silent exit 130
+            raise KeyboardInterrupt
+    except (Exception, KeyboardInterrupt) as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # bare `mbexport`: the help, as before
+            error.show()  # type: ignore[attr-defined]
+            sys.exit(getattr(error, "exit_code", 2))
+        cause = error.__cause__ if isinstance(error, typer.Abort) and error.__cause__ else error  # older typer
+        if (_debug or os.environ.get("MBEXPORT_DEBUG") == "1") and not isinstance(cause, _UsageError):
+            traceback.print_exception(cause)
+        line, code = _one_line(cause)
+        console.print(f"error: {' '.join(line.split())}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

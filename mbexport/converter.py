@@ -7,7 +7,6 @@ export that fails it is never put in place.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mbexport.catalog import Source, resolve
-from mbexport.errors import ExportDirError, ParityError
+from mbexport.errors import ExportDirError, ExportError, MbexportError, ParityError
 from mbexport.export import manifest as manifest_mod
 from mbexport.export import writer
 from mbexport.export.build import build_model
@@ -44,7 +43,7 @@ class ConvertResult:
 
 def export_home() -> Path:
     """Where exports go without ``--out``: $MBEXPORT_HOME/exports, default ~/.cache/mbexport/exports."""
-    return Path(os.environ.get("MBEXPORT_HOME", Path.home() / ".cache" / "mbexport")) / "exports"
+    return manifest_mod.mbexport_home() / "exports"
 
 
 def default_out(source: Source, head: str, flavor: str, precision: str) -> Path:
@@ -72,7 +71,7 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
     with timed("build"):
         built = build_model(checkpoint, head=head, flavor=flavor, precision=precision)
     target = Path(out) if out else default_out(source, built.head.name, flavor, precision)
-    with writer.export_lock(target):
+    with writer.export_lock(target), _write_errors(target):
         writer.recover(target)
         writer.check_replaceable(target)
         quantization: dict[str, Any] | None = None
@@ -111,7 +110,10 @@ def verify_export(export_dir: Path, reference: str = "auto") -> ParityReport:
         raise ExportDirError(f"{export_dir}: the source weights changed since the export was made "
                              f"(sha256 {checkpoint.weights_sha256[:12]} != {manifest['weights_sha256'][:12]}); "
                              "re-run mbexport convert")
-    head = HEAD_CONFIGS[manifest["head"]]
+    head = HEAD_CONFIGS.get(manifest["head"])
+    if head is None:
+        raise ExportDirError(f"{export_dir}/mbexport.json names an unknown head {manifest['head']!r}; "
+                             "re-run mbexport convert")
     return check_parity(export_dir / writer.MODEL, checkpoint, head, manifest["precision"], reference)
 
 
@@ -119,6 +121,19 @@ def _source_record(source: Source) -> dict[str, Any]:
     record = asdict(source)
     record["path"] = str(source.path.resolve()) if source.path else None
     return record
+
+
+@contextmanager
+def _write_errors(target: Path) -> Iterator[None]:
+    """OS errors while writing (disk full, permissions) as one ExportError naming the export."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, MbexportError):
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        raise ExportError(f"cannot write the export {target}: {e.strerror or e}{where}; free some space "
+                          "or choose a writable --out") from None
 
 
 def _timer(stage: StageReporter, timings: dict[str, float]) -> Callable[[str], AbstractContextManager[None]]:

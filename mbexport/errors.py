@@ -71,3 +71,13 @@ class InputFileError(MbexportError, ValueError):
 class ResourceLimitError(MbexportError, MemoryError):
     """A request for more memory than the machine can give (checked before allocating), or a native
     worker that ran out of memory; the process survives and the message says what to shrink."""
+
+
+class ArgumentError(MbexportError, ValueError):
+    """An argument or option value out of its range or choices (``pooling="max"``, ``threads=0``)."""
+
+    exit_code = 2
+
+
+class OutputFileError(MbexportError, OSError):
+    """An output that cannot be written (read-only directory, disk full, a directory in the way)."""

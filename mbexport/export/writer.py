@@ -2,14 +2,19 @@
 
 A convert that fails, is interrupted or is killed (-9) never damages an existing
 export: the new one is built and verified in ``.NAME.tmp-*`` and only then renamed
-into place; the one window between moving the old export aside and the new one in
-is repaired by the next convert (``recover``). An advisory lock (``.NAME.lock``)
+into place by an atomic exchange (or, where the OS has none, two renames whose gap
+readers bridge and the next convert repairs). Only an export is ever replaced, never a
+directory holding anything else. An advisory lock (``.NAME.lock``, removed when done)
 stops two converts writing the same directory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -19,44 +24,66 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from mbexport.errors import ExportError, ExportLockedError
+from mbexport.errors import CheckpointFormatError, ExportDirError, ExportError, ExportLockedError
 from mbexport.export.build import BuiltModel
+from mbexport.export.manifest import EXPORT_FILES, EXTERNAL_DATA, MANIFEST, MODEL, backup_dirs, read_manifest
 from mbexport.spec import Checkpoint, sha256_files
 
-MANIFEST = "mbexport.json"
-MODEL = "model.onnx"
-EXTERNAL_DATA = "model.onnx.data"
 # Protobuf caps a message at 2 GiB; beyond this weights go to model.onnx.data.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
 @contextmanager
 def export_lock(out: Path) -> Iterator[None]:
-    """Hold ``.NAME.lock`` beside ``out`` for the whole convert (released on any exit, even kill)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Hold ``.NAME.lock`` beside ``out`` for the whole convert (released on any exit, even kill).
+
+    The holder deletes the lock file before releasing it, so no ``.lock`` is left behind; a
+    convert that opened the file just before the deletion re-checks after locking that it
+    holds the file still at the path, and otherwise locks the new one.
+    """
     lock_path = out.parent / f".{out.name}.lock"
-    with open(lock_path, "a+") as handle:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        handle = _lock(lock_path, out)
+    except OSError as e:
+        raise ExportError(f"cannot write the export {out}: {e.strerror} ({e.filename}); "
+                          "choose a writable --out") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
+        handle.close()  # releases the lock
+
+
+def _lock(lock_path: Path, out: Path) -> IO[str]:
+    while True:
+        handle = open(lock_path, "a+")  # noqa: SIM115 (closed by export_lock)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ExportLockedError(
-                f"another mbexport convert is writing {out} (lock {lock_path}); wait for it or choose another --out"
-            ) from None
+            handle.close()
+            raise ExportLockedError(f"another mbexport convert is writing {out} (lock {lock_path}); "
+                                    "wait for it or choose another --out") from None
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            current = os.stat(lock_path)
+        except FileNotFoundError:
+            current = None
+        held = os.fstat(handle.fileno())
+        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+            return handle
+        handle.close()  # the previous holder deleted it after we opened it
 
 
 def recover(out: Path) -> None:
     """Under the lock: restore an export moved aside by a convert killed mid-swap; drop stale temp dirs."""
-    backups = sorted(out.parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    backups = backup_dirs(out)
     if backups and not out.exists():
         backups.pop().rename(out)
     for stale in [*backups, *out.parent.glob(f".{out.name}.tmp-*")]:
@@ -64,10 +91,31 @@ def recover(out: Path) -> None:
 
 
 def check_replaceable(out: Path) -> None:
-    """Refuse to replace a directory that is not an mbexport export (a user's own folder)."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
-        raise ExportError(f"refusing to replace {out}: it exists and is not an mbexport export; "
-                          "choose another --out or remove it")
+    """Refuse to replace anything but an mbexport export: a user's folder, or an export with files added."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    problem = _not_replaceable(out)
+    if problem:
+        raise ExportError(f"refusing to replace {out}: it is not an mbexport export ({problem}); "
+                          "choose another --out or move it away")
+
+
+def _not_replaceable(out: Path) -> str | None:
+    if out.is_symlink() or not out.is_dir():
+        return "not a directory"
+    entries = list(out.iterdir())
+    if not entries:
+        return None
+    foreign = sorted(p.name for p in entries if p.name not in EXPORT_FILES or p.is_symlink() or not p.is_file())
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        return f"it holds files an export does not write: {', '.join(foreign[:3])}{more}"
+    try:
+        manifest = read_manifest(out)
+    except ExportDirError as e:
+        return str(e)
+    unlisted = [name for name in manifest["files"] if not (out / name).is_file()]
+    return f"its manifest lists missing files: {', '.join(unlisted)}" if unlisted else None
 
 
 @contextmanager
@@ -83,8 +131,18 @@ def staging_dir(out: Path) -> Iterator[Path]:
 
 
 def commit(staging: Path, out: Path) -> None:
-    """Swap ``staging`` into ``out``: old export aside, new one in, old one removed."""
+    """Swap ``staging`` into ``out``; the old export, if any, is removed.
+
+    Where the OS can exchange two paths atomically (Linux renameat2), ``out`` is an intact
+    export at every instant. Elsewhere the old export is renamed aside, then the new one in:
+    a reader that finds ``out`` missing in between reads the one aside (``resolve_export_dir``)
+    and a convert killed there is repaired by the next one (``recover``).
+    """
     _fsync_tree(staging)
+    if out.exists() and _exchange(staging, out):
+        _fsync_dir(out.parent)
+        shutil.rmtree(staging, ignore_errors=True)  # now the old export
+        return
     backup = None
     if out.exists():
         backup = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
@@ -93,6 +151,31 @@ def commit(staging: Path, out: Path) -> None:
     _fsync_dir(out.parent)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap the paths ``a`` and ``b``; False where the OS or filesystem cannot."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
 
 
 def write_model(built: BuiltModel, directory: Path) -> dict[Path, str]:
@@ -164,8 +247,13 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def _read_optional_json(path: Path | None) -> dict[str, Any]:
     if path is None or not path.exists():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointFormatError(f"{path} is not valid JSON ({e}); fix or delete it") from None
+    if not isinstance(data, dict):
+        raise CheckpointFormatError(f"{path} holds a JSON {type(data).__name__}, not an object; fix or delete it")
+    return data
 
 
 def _vocab_is_uncased(vocab_file: Path) -> bool:

@@ -16,6 +16,7 @@ and IO binding.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from mbexport import _native
-from mbexport.errors import ExportDirError, TokenizerInputError
-from mbexport.export.manifest import read_manifest
+from mbexport.errors import ArgumentError, ExportDirError, MbexportError, TokenizerInputError
+from mbexport.export.manifest import read_manifest, resolve_export_dir, verify_model_files
 from mbexport.runtime.pooling import POOLINGS, l2_normalize, output_for, pool
-from mbexport.runtime.session import create_session, cuda_library_paths, resolve_device
+from mbexport.runtime.session import ORT_ERRORS, create_session, cuda_library_paths, ort_error, resolve_device
 from mbexport.tokenizer import WordPieceTokenizer
 
 PAD_MULTIPLE = 8
@@ -69,35 +70,36 @@ class Embedder:
     def __init__(self, export_dir: str | Path, device: str = "cpu", pooling: str = "cls", normalize: bool = False,
                  max_length: int | None = None, batch_tokens: int | None = None, threads: int | None = None,
                  window: int = DEFAULT_WINDOW) -> None:
-        self.export_dir = Path(export_dir)
+        self.export_dir = resolve_export_dir(Path(export_dir))
         self.manifest = read_manifest(self.export_dir)
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-        outputs = self.manifest.get("outputs", [])
+            raise ArgumentError(f"pooling (--pooling) must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        outputs = self.manifest["outputs"]
         if output_for(pooling) not in outputs:
             fix = ("use pooling='cls' or 'mean'" if pooling == "pooler" else
                    "convert with --head base")
-            raise ExportDirError(f"{self.export_dir} (head {self.manifest.get('head')!r}) has no "
+            raise ExportDirError(f"{self.export_dir} (head {self.manifest['head']!r}) has no "
                                  f"{output_for(pooling)} output for pooling={pooling!r}; {fix}")
         model = self.manifest["model"]
-        self.hidden_size = int(model["hidden"])
-        positions = int(model["max_position_embeddings"])
+        self.hidden_size = model["hidden"]
+        positions = model["max_position_embeddings"]
         if max_length is None:
             max_length = min(positions, _model_max_length(self.export_dir) or positions)
-        if not 2 <= max_length <= positions:
-            raise ValueError(f"max_length must be in [2, {positions}] (the model's position embeddings), "
-                             f"got {max_length}")
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        self.max_length = int(max_length)
+        _check_int("max_length (--max-length)", max_length, 2, positions, "the model's position embeddings")
+        _check_int("window", window, 1)
+        if batch_tokens is not None:
+            _check_int("batch_tokens (--batch-tokens)", batch_tokens, max_length, None, "at least max_length")
+        self.max_length = max_length
         self.pooling = pooling
         self.normalize = normalize
-        self.window = int(window)
+        self.window = window
         self.device = resolve_device(device)
-        self.batch_tokens = int(batch_tokens or DEFAULT_BATCH_TOKENS[self.device])
+        self.batch_tokens = batch_tokens or DEFAULT_BATCH_TOKENS[self.device]
         if self.batch_tokens < self.max_length:
-            raise ValueError(f"batch_tokens ({self.batch_tokens}) must be >= max_length ({self.max_length})")
-        self.tokenizer = WordPieceTokenizer.from_pretrained(self.export_dir)
+            raise ArgumentError(f"batch_tokens (--batch-tokens, default {self.batch_tokens} on {self.device}) must "
+                                f"be >= max_length ({self.max_length}); pass a larger batch_tokens")
+        verify_model_files(self.export_dir, self.manifest)
+        self.tokenizer = _load_tokenizer(self.export_dir, model["vocab"])
         self.pad_id = _pad_id(self.export_dir / "vocab.txt")
         self._stager = None
         if self.device == "cuda":
@@ -181,7 +183,14 @@ class Embedder:
         for b in range(len(batcher)):
             indices, input_ids, mask, types = batcher.padded(b)
             feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
-            yield indices, self.session.run([self._output], {k: feeds[k] for k in self._inputs})[0], mask
+            try:
+                output = self.session.run([self._output], {k: feeds[k] for k in self._inputs})[0]
+            except ORT_ERRORS as e:
+                raise self._run_failed(e) from None
+            yield indices, output, mask
+
+    def _run_failed(self, error: BaseException) -> ExportDirError:
+        return ort_error(self.export_dir / "model.onnx", "run", error, "lower --batch-tokens or re-run mbexport convert")
 
     def _cuda_batches(self, batcher: Any) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Double buffering: while batch b runs, batch b+1 is written into the other pinned slot and
@@ -203,7 +212,10 @@ class Embedder:
             if name in self._inputs:
                 binding.bind_input(name, "cuda", 0, np.int64, [rows, width], ptr)
         binding.bind_output(self._output, "cpu")
-        self.session.run_with_iobinding(binding)
+        try:
+            self.session.run_with_iobinding(binding)
+        except ORT_ERRORS as e:
+            raise self._run_failed(e) from None
         output = binding.copy_outputs_to_cpu()[0]
         mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
         return output, mask
@@ -228,13 +240,47 @@ def _encode(tokenizer: Any, texts: list[str], max_length: int) -> tuple[np.ndarr
     return ids, cu
 
 
-def _model_max_length(export_dir: Path) -> int | None:
-    import json
+def _check_int(name: str, value: Any, low: int, high: int | None = None, why: str = "") -> None:
+    """ArgumentError unless ``value`` is an int in [low, high]."""
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value and (high is None or value <= high):
+        return
+    bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+    raise ArgumentError(f"{name} must be an integer {bounds}{f' ({why})' if why else ''}, got {value!r}")
 
+
+def _load_tokenizer(export_dir: Path, model_vocab: int) -> WordPieceTokenizer:
+    """The export's tokenizer; refused when its files are malformed or its vocab outgrows the model's
+    embedding table (ids past it would read garbage or fail inside onnxruntime)."""
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        _json_object(export_dir / name)
     try:
-        value = json.loads((export_dir / "tokenizer_config.json").read_text(encoding="utf-8")).get("model_max_length")
-    except (OSError, ValueError):
-        return None
+        tokenizer = WordPieceTokenizer.from_pretrained(export_dir)
+    except MbexportError:
+        raise
+    except (ValueError, TypeError, AttributeError, OSError) as e:
+        raise ExportDirError(f"{export_dir}: the tokenizer files (vocab.txt, tokenizer_config.json, "
+                             f"special_tokens_map.json) are malformed ({e}); re-run mbexport convert") from None
+    if tokenizer.vocab_size > model_vocab:
+        raise ExportDirError(f"{export_dir}/vocab.txt has {tokenizer.vocab_size} tokens but the model's embedding "
+                             f"table has {model_vocab}; re-run mbexport convert with the checkpoint's own vocab")
+    return tokenizer
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file of the export ({} when absent); ExportDirError when it is not one."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ExportDirError(f"{path} cannot be read as JSON ({e}); re-run mbexport convert") from None
+    if not isinstance(data, dict):
+        raise ExportDirError(f"{path} holds a JSON {type(data).__name__}, not an object; re-run mbexport convert")
+    return data
+
+
+def _model_max_length(export_dir: Path) -> int | None:
+    value = _json_object(export_dir / "tokenizer_config.json").get("model_max_length")
     return int(value) if isinstance(value, (int, float)) and 2 <= value < 1e9 else None
 
 

@@ -5,7 +5,8 @@ number (1-based); ``.jsonl`` gives ``record[field]``, id = ``record["id"]`` when
 else the line number. A line that is not UTF-8 (or not JSON, or lacks the field) raises
 :class:`InputFileError` naming the line, or is skipped and counted with ``skip_bad_lines``.
 
-Writers write to a temporary file next to the target and rename it into place on success;
+Writers write to a temporary file next to the target (honouring the umask) and rename it into
+place on success;
 any exception (KeyboardInterrupt included) removes the temporary file, so a killed run
 never leaves a partial output. ``.npy`` is streamed: rows are appended and the header,
 written with room to spare first, is rewritten with the final shape at the end.
@@ -13,10 +14,12 @@ written with room to spare first, is rewritten with the final shape at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import secrets
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from mbexport.errors import InputFileError
+from mbexport.errors import InputFileError, OutputFileError
 
 NPY_HEADER_BYTES = 128  # magic + version + length + dict, padded: room for any 2-D float32 shape
 
@@ -78,7 +81,7 @@ def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False
                 value = record[field]
                 if not isinstance(value, str):
                     raise ValueError(f"field {field!r} is {type(value).__name__}, not a string")  # noqa: TRY004
-                yield record.get("id", number), value
+                yield _check_id(record.get("id", number)), value
             except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 why = "not valid UTF-8" if isinstance(e, UnicodeDecodeError) else str(e)
                 if not skip_bad_lines:
@@ -89,6 +92,13 @@ def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def _check_id(value: Any) -> Any:
+    """A record's id as given, unless JSON cannot carry it back out (NaN, Infinity): those are refused."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f'"id" is {json.dumps(value)}, which JSON cannot represent; use a string or a finite number')
+    return value
 
 
 class AtomicOutput:
@@ -103,30 +113,41 @@ class AtomicOutput:
         self.format = self.path.suffix.lower().lstrip(".")
         if self.format not in ("npy", "jsonl"):
             raise InputFileError(f"{path}: output must end in .npy or .jsonl")
+        if self.path.is_dir():
+            raise OutputFileError(f"{path} is a directory; pass a file path for --out (e.g. {path}/embeddings.npy)")
         if not self.path.parent.is_dir():
             raise InputFileError(f"{path}: directory {self.path.parent} does not exist")
         self.hidden = hidden
         self.rows = 0
         self._file: IO[bytes] | None = None
-        self._tmp: str | None = None
+        self._tmp: Path | None = None
 
     def __enter__(self) -> AtomicOutput:  # noqa: PYI034
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
-        self._file = os.fdopen(fd, "wb")
-        if self.format == "npy":
-            self._file.write(b"\0" * NPY_HEADER_BYTES)
+        # Not mkstemp: its 0600 would ignore the umask; O_EXCL with a random name is as safe.
+        tmp = self.path.parent / f".{self.path.name}.{secrets.token_hex(6)}.partial"
+        with self._os_errors():
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            self._tmp = tmp
+            self._file = os.fdopen(fd, "wb")
+            if self.format == "npy":
+                self._file.write(b"\0" * NPY_HEADER_BYTES)
         return self
 
     def write(self, ids: list[Any], rows: np.ndarray) -> None:
         assert self._file is not None, "write() outside the with block"
         rows = np.ascontiguousarray(rows, dtype="<f4")
         if self.format == "npy":
-            self._file.write(rows.tobytes())
+            data = rows.tobytes()
         else:
-            lines = [json.dumps({"id": i, "embedding": [float(v) for v in row]}, separators=(",", ":"))
+            if not np.isfinite(rows).all():
+                bad = ids[int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])]
+                raise OutputFileError(f"{self.path}: the embedding of id {bad!r} is not finite (NaN/Inf), which "
+                                      "JSON cannot hold; write .npy, or check the export with mbexport parity")
+            lines = [json.dumps({"id": i, "embedding": row}, separators=(",", ":"), allow_nan=False)
                      for i, row in zip(ids, rows.tolist())]
-            if lines:
-                self._file.write(("\n".join(lines) + "\n").encode("utf-8"))
+            data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+        with self._os_errors():
+            self._file.write(data)
         self.rows += len(rows)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -134,21 +155,30 @@ class AtomicOutput:
         assert self._file is not None and self._tmp is not None
         try:
             if exc_type is None:
-                if self.format == "npy":
-                    self._file.seek(0)
-                    self._file.write(_npy_header((self.rows, self.hidden)))
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            self._file.close()
-            if exc_type is None:
-                os.replace(self._tmp, self.path)
-                self._tmp = None
+                with self._os_errors():
+                    if self.format == "npy":
+                        self._file.seek(0)
+                        self._file.write(_npy_header((self.rows, self.hidden)))
+                    self._file.flush()
+                    os.fsync(self._file.fileno())
+                    self._file.close()
+                    os.replace(self._tmp, self.path)
+                    self._tmp = None
         finally:
+            with contextlib.suppress(OSError):  # a failed run: its buffered tail need not reach the disk
+                self._file.close()
             if self._tmp is not None:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._tmp)
-                except FileNotFoundError:
-                    pass
+
+    @contextlib.contextmanager
+    def _os_errors(self) -> Iterator[None]:
+        """OS errors (read-only directory, disk full) as one OutputFileError naming the output."""
+        try:
+            yield
+        except OSError as e:
+            raise OutputFileError(f"cannot write {self.path}: {e.strerror or e}; free some space or choose "
+                                  "another --out") from None
 
 
 def _npy_header(shape: tuple[int, int]) -> bytes:

@@ -3,12 +3,15 @@
 ``cls``     the [CLS] token's last hidden state (what BertModel's pooler reads);
 ``mean``    the mean of last hidden states over real tokens (sentence-transformers' default);
 ``pooler``  BertModel's ``pooler_output``: tanh(dense([CLS])).
-Padding never counts: ``mean`` weighs by the attention mask.
+Padding never counts: ``mean`` selects real tokens by the attention mask (a select, not a
+multiply, so whatever sits at a padded position, NaN or Inf included, cannot leak in).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from mbexport.errors import ArgumentError
 
 POOLINGS = ("cls", "mean", "pooler")
 
@@ -25,10 +28,10 @@ def pool(output: np.ndarray, attention_mask: np.ndarray, pooling: str) -> np.nda
     if pooling == "cls":
         return np.ascontiguousarray(output[:, 0], dtype=np.float32)
     if pooling == "mean":
-        mask = attention_mask.astype(output.dtype, copy=False)[:, None, :]  # [rows, 1, S]
-        summed = np.matmul(mask, output)[:, 0, :].astype(np.float32, copy=False)  # one batched GEMV
-        return summed / np.maximum(attention_mask.sum(axis=1, keepdims=True), 1).astype(np.float32)
-    raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        real = np.asarray(attention_mask, dtype=bool)[:, :, None]  # [rows, S, 1]
+        summed = np.where(real, output, 0).sum(axis=1, dtype=np.float32)
+        return summed / np.maximum(real.sum(axis=1), 1).astype(np.float32)
+    raise ArgumentError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:

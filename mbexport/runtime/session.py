@@ -16,10 +16,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from mbexport.errors import CudaUnavailableError
+from mbexport.errors import ArgumentError, CudaUnavailableError, ExportDirError
 
 DEVICES = ("cpu", "cuda", "auto")
+# What onnxruntime raises: its pybind exception classes (plain Exceptions) and RuntimeError.
+ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *(
+    value for value in vars(_ort_state).values() if isinstance(value, type) and issubclass(value, Exception)))
 _auto_fallback_warned = False
 
 
@@ -59,7 +63,7 @@ def resolve_device(device: str) -> str:
     """``cpu`` or ``cuda``; raises for an unusable ``cuda``, warns once when ``auto`` falls back."""
     global _auto_fallback_warned
     if device not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+        raise ArgumentError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "cpu":
         return "cpu"
     problems = cuda_problems()
@@ -93,9 +97,9 @@ def create_session(model_path: Path | str, device: str = "cpu", threads: int | N
     batcher enqueued there are ordered before the run.
     """
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"create_session takes a resolved device (cpu or cuda), got {device!r}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise ArgumentError(f"create_session takes a resolved device (cpu or cuda), got {device!r}")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ArgumentError(f"threads (--threads) must be an integer >= 1, got {threads!r}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
@@ -109,4 +113,14 @@ def create_session(model_path: Path | str, device: str = "cpu", threads: int | N
         if cuda_stream is not None:
             cuda_options["user_compute_stream"] = str(cuda_stream)
         providers.insert(0, ("CUDAExecutionProvider", cuda_options))
-    return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+    try:
+        return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+    except ORT_ERRORS as e:
+        raise ort_error(model_path, "load", e) from None
+
+
+def ort_error(model_path: Path | str, doing: str, error: BaseException,
+              fix: str = "re-run mbexport convert to rebuild the export") -> ExportDirError:
+    """An onnxruntime failure as one line naming the model; the first line of its message says why."""
+    why = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return ExportDirError(f"{model_path}: onnxruntime could not {doing} it ({why}); {fix}")
