@@ -152,7 +152,7 @@ class WordPieceTokenizer:
             self._added[tok] = int(i)
         for tok in [*names.values(), *self.additional_special_tokens]:
             if tok and tok not in self._added:
-                self._added[tok] = self._ids.get(tok, len(self._vocab) + len(self._added))
+                self._added[tok] = self._ids.get(tok, max([len(self._vocab) - 1, *self._added.values()]) + 1)
         self._added_decoder = {i: t for t, i in self._added.items()}
         self.all_special_tokens = list(dict.fromkeys(t for t in [*names.values(), *self.additional_special_tokens] if t))
         self.all_special_ids = [self.convert_tokens_to_ids(t) for t in self.all_special_tokens]
@@ -173,11 +173,17 @@ class WordPieceTokenizer:
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> WordPieceTokenizer:
         """Load from a BERT/export directory (vocab.txt + tokenizer_config.json, special_tokens_map.json)
         or from a vocab file; keyword arguments override the configuration."""
+        from mbexport.sources.tokenizer_json import read_tokenizer_json  # mbexport.sources imports the tokenizer
+
         path = Path(path)
+        tokenizer_json = None
         if path.is_dir():
             vocab_file = path / "vocab.txt"
-            if not vocab_file.is_file():
-                raise VocabError(f"{path} has no vocab.txt; pass a BERT model/export directory or the vocab file")
+            if not vocab_file.is_file() and (path / "tokenizer.json").is_file():
+                tokenizer_json = read_tokenizer_json(path / "tokenizer.json")
+            elif not vocab_file.is_file():
+                raise VocabError(f"{path} has no vocab.txt or tokenizer.json; pass a BERT model/export directory "
+                                 "or the vocab file")
             config: dict[str, Any] = {}
             for name in ("special_tokens_map.json", "tokenizer_config.json"):
                 f = path / name
@@ -188,6 +194,8 @@ class WordPieceTokenizer:
                         raise VocabError(f"{f} is not valid JSON ({e}); fix or delete it") from None
         elif path.is_file():
             vocab_file, config = path, {}
+            if path.suffix == ".json":
+                tokenizer_json = read_tokenizer_json(path)
         else:
             raise VocabError(f"vocab file {path} cannot be read; pass a BERT directory with vocab.txt or the vocab file")
         kwargs: dict[str, Any] = {}
@@ -205,8 +213,45 @@ class WordPieceTokenizer:
             kwargs["additional_special_tokens"] = [_token_str(t) for t in extra]
         decoder = config.get("added_tokens_decoder") or {}
         kwargs["added_tokens"] = {int(i): _token_str(v) for i, v in decoder.items()}
+        if isinstance(config.get("padding_side"), str):
+            kwargs["padding_side"] = config["padding_side"]
+        if tokenizer_json is not None:  # what the fast tokenizer runs wins over the config's options
+            kwargs.update(do_lower_case=tokenizer_json.do_lower_case, strip_accents=tokenizer_json.strip_accents,
+                          tokenize_chinese_chars=tokenizer_json.tokenize_chinese_chars)
+            for key, token in tokenizer_json.specials.items():
+                kwargs.setdefault(key, token)
+            kwargs["added_tokens"] = {**tokenizer_json.added_tokens, **kwargs["added_tokens"]}
         kwargs.update(overrides)
-        return cls(vocab_file, **kwargs)
+        return cls(vocab_file if tokenizer_json is None else tokenizer_json.vocab, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
+        """Write vocab.txt, tokenizer_config.json and special_tokens_map.json: ``from_pretrained`` and HF
+        ``AutoTokenizer.from_pretrained`` load the directory with this tokenizer's behaviour."""
+        directory = Path(save_directory)
+        if directory.exists() and not directory.is_dir():
+            raise VocabError(f"{directory} is a file; save_pretrained needs a directory path")
+        directory.mkdir(parents=True, exist_ok=True)
+        specials: dict[str, Any] = {name: getattr(self, name) for name in _SPECIAL_NAMES if getattr(self, name)}
+        if self.additional_special_tokens:
+            specials["additional_special_tokens"] = list(self.additional_special_tokens)
+        special_set = set(self.all_special_tokens)
+        config = {
+            "tokenizer_class": "BertTokenizer", "do_lower_case": self.do_lower_case,
+            "strip_accents": self.strip_accents, "tokenize_chinese_chars": self.tokenize_chinese_chars,
+            "model_max_length": self.model_max_length, "padding_side": self.padding_side,
+            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces, **specials,
+            "added_tokens_decoder": {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                                              "single_word": False, "special": t in special_set}
+                                     for t, i in sorted(self._added.items(), key=lambda item: item[1])},
+        }
+        if self.never_split:
+            config["never_split"] = list(self.never_split)
+        files = {"vocab.txt": "".join(t + "\n" for t in self._vocab),
+                 "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                 "special_tokens_map.json": json.dumps(specials, indent=2, ensure_ascii=False) + "\n"}
+        for name, text in files.items():
+            (directory / name).write_text(text, encoding="utf-8")
+        return tuple(str(directory / name) for name in files)
 
     # ------------------------------------------------------------ vocabulary
     @property

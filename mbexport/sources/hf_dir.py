@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mbexport.errors import CheckpointFormatError
+from mbexport.sources.tokenizer_json import read_tokenizer_json
 from mbexport.sources.torch_pickle import load_torch_bin
 from mbexport.spec import BertSpec, Checkpoint, canonical_name, detect_heads, read_json, sha256_files
 
@@ -192,10 +193,13 @@ def load_hf_dir(path: Path, label: str | None = None, revision: str | None = Non
     weights = _canonical_weights(raw, label)
 
     vocab = path / "vocab.txt"
+    if not vocab.is_file() and (path / "tokenizer.json").is_file():
+        vocab = path / "tokenizer.json"  # transformers 5 saves no vocab.txt; the writer extracts it
+        read_tokenizer_json(vocab)  # refuses a tokenizer that is not BERT WordPiece before any work
     if not vocab.is_file():
         raise CheckpointFormatError(
-            f"{path}: vocab.txt is missing; mbexport needs the WordPiece vocabulary next to the weights "
-            "(copy the vocab.txt of the tokenizer this model was trained with)"
+            f"{path}: vocab.txt (or tokenizer.json) is missing; mbexport needs the WordPiece vocabulary next to the "
+            "weights (copy the vocab.txt of the tokenizer this model was trained with)"
         )
     spec = BertSpec.from_config(config, heads=detect_heads(set(weights)))
     checkpoint = Checkpoint(
