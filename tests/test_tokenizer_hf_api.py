@@ -19,6 +19,7 @@ import pytest
 
 from mbexport import WordPieceTokenizer
 from mbexport.errors import TokenizerInputError
+from test_no_torch import run_without_torch
 from test_tokenizer_parity import EDGE_CASES, _faker_texts
 
 transformers = pytest.importorskip("transformers")
@@ -122,6 +123,24 @@ def test_return_tensors_pt_types(ours: WordPieceTokenizer) -> None:
     ragged = pytest.raises(TokenizerInputError, match="return_tensors='pt'")
     with ragged:
         ours(["a b", "c"], return_tensors="pt")
+
+
+def test_return_tensors_pt_without_torch(minilm_dir: Path) -> None:
+    """Without torch, 'pt' is a TokenizerInputError naming the fix; 'np' still works."""
+    result = run_without_torch(f"""
+        from mbexport import WordPieceTokenizer
+        from mbexport.errors import TokenizerInputError
+        tok = WordPieceTokenizer.from_pretrained({str(minilm_dir)!r})
+        print(tok(["a b"], return_tensors="np")["input_ids"].tolist())
+        try:
+            tok(["a b"], return_tensors="pt")
+        except TokenizerInputError as e:
+            print("TokenizerInputError:", e)
+    """)
+    assert result.stdout.splitlines() == [
+        "[[101, 1037, 1038, 102]]",
+        "TokenizerInputError: return_tensors='pt' needs torch, which is not installed: pip install torch, "
+        "or use return_tensors='np'"], result.stderr
 
 
 def test_constructor_padding_side(minilm_dir: Path, hf) -> None:

@@ -9,7 +9,8 @@ Reads ``config.json`` into a ``BertSpec``, weights from the first of::
 scheme, drops buffers that are not weights (``position_ids`` ...) and tied copies
 (``cls.predictions.decoder.*`` equal to the word embeddings / prediction bias), and checks
 every shape against the config. Floating weights come out as float32 whatever their stored
-precision; the exporter decides the output precision. ``vocab.txt`` is required;
+precision; the exporter decides the output precision. ``vocab.txt`` (or, as transformers 5
+saves it, a BERT WordPiece ``tokenizer.json``) is required;
 ``tokenizer_config.json`` and ``special_tokens_map.json`` travel along when present.
 
 Safetensors files are parsed here (8-byte header length, JSON header, raw data) rather
