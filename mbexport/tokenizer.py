@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -173,7 +173,8 @@ class WordPieceTokenizer:
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> WordPieceTokenizer:
         """Load from a BERT/export directory (vocab.txt + tokenizer_config.json, special_tokens_map.json)
         or from a vocab file; keyword arguments override the configuration."""
-        from mbexport.sources.tokenizer_json import read_tokenizer_json  # mbexport.sources imports the tokenizer
+        # Imported here: mbexport.sources imports this module.
+        from mbexport.sources.tokenizer_json import read_tokenizer_json
 
         path = Path(path)
         tokenizer_json = None
@@ -364,9 +365,9 @@ class WordPieceTokenizer:
             raise TokenizerInputError(f"return_tensors={return_tensors!r} is not supported; use 'np', 'pt' or None")
         batched, texts, pairs, starts = self._inputs(text, text_pair, is_split_into_words)
         trunc, pad, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
-        window = dict(add_special_tokens=add_special_tokens, truncation=trunc,
-                      max_length=-1 if max_length is None else int(max_length), stride=int(stride),
-                      return_overflowing_tokens=bool(return_overflowing_tokens))
+        window: dict[str, Any] = {"add_special_tokens": add_special_tokens, "truncation": trunc,
+                                  "max_length": -1 if max_length is None else int(max_length),
+                                  "stride": int(stride), "return_overflowing_tokens": bool(return_overflowing_tokens)}
         out = self._native.encode_batch(
             texts, pairs, **window, padding=pad, pad_to_multiple_of=int(pad_to_multiple_of or 0),
             cls_id=self.cls_token_id, sep_id=self.sep_token_id, pad_id=self.pad_token_id,
@@ -543,7 +544,7 @@ class WordPieceTokenizer:
         """Where each pre-tokenized word of ``text`` starts: at every token that is not a ``##`` continuation."""
         ids, offsets = self._native.encode(text, offsets=True)
         vocab = self._vocab
-        return [int(o) for i, o in zip(ids.tolist(), offsets[:, 0].tolist())
+        return [int(o) for i, o in zip(ids.tolist(), cast(np.ndarray, offsets)[:, 0].tolist())
                 if not (i < len(vocab) and vocab[i].startswith("##") and i not in self._added_decoder)]
 
     def __repr__(self) -> str:

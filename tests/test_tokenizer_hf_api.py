@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_no_torch import run_without_torch
+from test_tokenizer_parity import EDGE_CASES, _faker_texts
 
 from mbexport import WordPieceTokenizer
 from mbexport.errors import TokenizerInputError
-from test_no_torch import run_without_torch
-from test_tokenizer_parity import EDGE_CASES, _faker_texts
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -101,8 +101,8 @@ def test_faker_batches_equal_hf(ours: WordPieceTokenizer, hf, texts: list[str], 
                                 tensors: str | None) -> None:
     """Padded multilingual batches and pairs: every key, word_ids and sequence_ids as HF's."""
     pairs = texts[1:] + texts[:1]
-    kwargs = dict(padding=True, truncation=True, max_length=48, padding_side=side, return_tensors=tensors,
-                  return_offsets_mapping=True, return_special_tokens_mask=True)
+    kwargs = {"padding": True, "truncation": True, "max_length": 48, "padding_side": side,
+              "return_tensors": tensors, "return_offsets_mapping": True, "return_special_tokens_mask": True}
     _same(ours(texts, pairs, **kwargs), hf(texts, pairs, **kwargs), len(texts))
 
 
@@ -110,8 +110,8 @@ def test_faker_split_into_words_equals_hf(ours: WordPieceTokenizer, hf, texts: l
     """Faker text split on spaces (and a second split on commas, so words hold spaces): HF's result."""
     words = [t.split() for t in texts] + [t.split(",") for t in texts]
     pairs = words[3:] + words[:3]
-    kwargs = dict(is_split_into_words=True, return_offsets_mapping=True, truncation=True, max_length=40,
-                  stride=3, return_overflowing_tokens=True)
+    kwargs = {"is_split_into_words": True, "return_offsets_mapping": True, "truncation": True,
+              "max_length": 40, "stride": 3, "return_overflowing_tokens": True}
     want = hf(words, pairs, **kwargs)
     _same(ours(words, pairs, **kwargs), want, len(want["input_ids"]))
 
@@ -139,8 +139,8 @@ def test_return_tensors_pt_without_torch(minilm_dir: Path) -> None:
     """)
     assert result.stdout.splitlines() == [
         "[[101, 1037, 1038, 102]]",
-        "TokenizerInputError: return_tensors='pt' needs torch, which is not installed: pip install torch, "
-        "or use return_tensors='np'"], result.stderr
+        ("TokenizerInputError: return_tensors='pt' needs torch, which is not installed: pip install torch, "
+         "or use return_tensors='np'")], result.stderr
 
 
 def test_constructor_padding_side(minilm_dir: Path, hf) -> None:

@@ -13,14 +13,14 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_CONFIG, run_mbexport, write_tiny_checkpoint
+from test_tokenizer_parity import EDGE_CASES, _faker_texts
+
 from mbexport import WordPieceTokenizer
 from mbexport.errors import VocabError
 from mbexport.export.writer import write_tokenizer_files
 from mbexport.sources.hf_dir import load_hf_dir
 from mbexport.sources.tokenizer_json import read_tokenizer_json
-from test_tokenizer_parity import EDGE_CASES, _faker_texts
 
 transformers = pytest.importorskip("transformers")
 legacy_mod = pytest.importorskip("transformers.models.bert.tokenization_bert_legacy")
