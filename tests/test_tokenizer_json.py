@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_CONFIG, run_mbexport, write_tiny_checkpoint
+from test_sources import _FakeHub
 from test_tokenizer_parity import EDGE_CASES, _faker_texts
 
 from mbexport import WordPieceTokenizer
+from mbexport.catalog import resolve
 from mbexport.errors import VocabError
 from mbexport.export.writer import write_tokenizer_files
+from mbexport.sources import load_checkpoint
 from mbexport.sources.hf_dir import load_hf_dir
 from mbexport.sources.tokenizer_json import read_tokenizer_json
 
@@ -133,6 +136,25 @@ def test_convert_cli_tokenizer_json_only(tmp_path: Path, minilm_dir: Path, texts
                                                           "\u1100\u1161\u11a8\U000e0001\U000f0000")]
     assert len(same) > len(texts) * 0.8
     assert [hf_ids[i] for i in same] == [ref_ids[i] for i in same]
+
+
+def test_hub_repo_without_vocab_txt_fetches_tokenizer_json(tmp_path: Path, minilm_dir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub repo saved by transformers 5: fetch takes tokenizer.json (and no other extra file) and loads."""
+    ckpt = _hf5_checkpoint(tmp_path / "ck", _vocab(minilm_dir, False), True, None, True)
+    files = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    files["README.md"] = b"# card"
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    with _FakeHub("org/bert-v5", files) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        checkpoint = load_checkpoint(resolve("org/bert-v5"))
+        fetched = {r.rsplit("/", 1)[1] for r in hub.requests if r.startswith("GET") and "/resolve/" in r}
+    assert fetched == {"config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"}
+    assert checkpoint.vocab_file.name == "tokenizer.json"
+    assert read_tokenizer_json(checkpoint.vocab_file).vocab == _vocab(minilm_dir, False)
 
 
 def _bpe_checkpoint(tmp_path: Path) -> Path:
