@@ -61,7 +61,8 @@ def read_tokenizer_json(path: Path) -> TokenizerJson:
 
     def refuse(what: str, value: Any) -> VocabError:
         return VocabError(f"{path}: {what} is {value!r}, but mbexport reads only BERT WordPiece tokenizers "
-                          "(WordPiece model, BertNormalizer, BertPreTokenizer); export a BERT tokenizer with vocab.txt")
+                          "(WordPiece model, BertNormalizer, BertPreTokenizer); "
+                          "put the model's BERT vocab.txt next to it")
 
     model = _section(data, "model")
     if model.get("type") != "WordPiece":
