@@ -199,8 +199,8 @@ def load_hf_dir(path: Path, label: str | None = None, revision: str | None = Non
         read_tokenizer_json(vocab)  # refuses a tokenizer that is not BERT WordPiece before any work
     if not vocab.is_file():
         raise CheckpointFormatError(
-            f"{path}: vocab.txt (or tokenizer.json) is missing; mbexport needs the WordPiece vocabulary next to the "
-            "weights (copy the vocab.txt of the tokenizer this model was trained with)"
+            f"{path}: vocab.txt is missing (and no tokenizer.json); mbexport needs the WordPiece vocabulary next to "
+            "the weights (copy the vocab.txt of the tokenizer this model was trained with)"
         )
     spec = BertSpec.from_config(config, heads=detect_heads(set(weights)))
     checkpoint = Checkpoint(
