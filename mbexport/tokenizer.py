@@ -15,11 +15,12 @@ docs/TOKENIZER.md.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -40,8 +41,19 @@ _CLEANUP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), ("
             (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
+# A row's unpadded (word ids, sequence ids); None marks the [CLS]/[SEP] the tokenizer added.
+RowInfo = tuple[list[int | None], list[int | None]]
+
+
 class BatchEncoding(dict):
-    """The result of calling the tokenizer: a dict with attribute access, as HF's BatchEncoding."""
+    """The result of calling the tokenizer: a dict with attribute access, as HF's BatchEncoding.
+
+    ``word_ids``/``sequence_ids`` are computed on demand (re-encoding that row's input), so calls
+    that never ask for them pay nothing.
+    """
+
+    _row_info: Callable[[int], RowInfo] | None = None
+    _padding_side = "right"
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -49,9 +61,33 @@ class BatchEncoding(dict):
         except KeyError:
             raise AttributeError(name) from None
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # the row-info closure holds the native tokenizer, which does not pickle
+
     @property
     def data(self) -> dict:
         return dict(self)
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """Index of the word each token comes from (None for added specials and padding), as HF's fast tokenizer."""
+        return self._padded(0, batch_index)
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        """0 for tokens of the text, 1 for the pair, None for added specials and padding, as HF's."""
+        return self._padded(1, batch_index)
+
+    def _padded(self, which: int, batch_index: int) -> list[int | None]:
+        if self._row_info is None:
+            raise TokenizerInputError("this encoding has no word information (it was copied or unpickled); "
+                                      "call the tokenizer again")
+        ids = self["input_ids"]
+        flat = len(ids) == 0 or np.ndim(ids[0]) == 0
+        if flat and batch_index != 0:
+            raise IndexError(f"batch_index {batch_index} out of range for an unbatched encoding")
+        width = len(ids) if flat else len(ids[batch_index])
+        values = self._row_info(batch_index)[which]
+        pad: list[int | None] = [None] * (width - len(values))
+        return pad + values if self._padding_side == "left" else values + pad
 
 
 def _token_str(value: Any) -> str | None:
@@ -71,7 +107,7 @@ class WordPieceTokenizer:
 
     def __init__(
         self,
-        vocab_file: str | os.PathLike,
+        vocab_file: str | os.PathLike | list[str],
         *,
         do_lower_case: bool = True,
         strip_accents: bool | None = None,
@@ -87,11 +123,16 @@ class WordPieceTokenizer:
         model_max_length: int = _NO_LIMIT,
         clean_up_tokenization_spaces: bool = False,
         do_basic_tokenize: bool = True,
+        padding_side: str = "right",
         threads: int = 0,
     ) -> None:
         if not do_basic_tokenize:
             raise TokenizerInputError("do_basic_tokenize=False is not supported; BERT checkpoints use True")
-        self._vocab: list[str] = _native.read_vocab(os.fspath(vocab_file))
+        if isinstance(vocab_file, list):  # the tokens themselves (e.g. read from tokenizer.json)
+            self._vocab: list[str] = _native.parse_vocab("".join(t + "\n" for t in vocab_file).encode(), "vocab")
+            vocab_file = ""
+        else:
+            self._vocab = _native.read_vocab(os.fspath(vocab_file))
         self._ids = {tok: i for i, tok in enumerate(self._vocab)}
         self.do_lower_case = bool(do_lower_case)
         self.strip_accents = strip_accents
@@ -99,6 +140,7 @@ class WordPieceTokenizer:
         self.model_max_length = int(model_max_length)
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
         self.threads = int(threads)
+        self.padding_side = _check_padding_side(padding_side)
         self.vocab_file = os.fspath(vocab_file)
         names = dict(zip(_SPECIAL_NAMES, (unk_token, sep_token, pad_token, cls_token, mask_token)))
         for name, tok in names.items():
@@ -110,7 +152,7 @@ class WordPieceTokenizer:
             self._added[tok] = int(i)
         for tok in [*names.values(), *self.additional_special_tokens]:
             if tok and tok not in self._added:
-                self._added[tok] = self._ids.get(tok, len(self._vocab) + len(self._added))
+                self._added[tok] = self._ids.get(tok, max([len(self._vocab) - 1, *self._added.values()]) + 1)
         self._added_decoder = {i: t for t, i in self._added.items()}
         self.all_special_tokens = list(dict.fromkeys(t for t in [*names.values(), *self.additional_special_tokens] if t))
         self.all_special_ids = [self.convert_tokens_to_ids(t) for t in self.all_special_tokens]
@@ -131,11 +173,18 @@ class WordPieceTokenizer:
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> WordPieceTokenizer:
         """Load from a BERT/export directory (vocab.txt + tokenizer_config.json, special_tokens_map.json)
         or from a vocab file; keyword arguments override the configuration."""
+        # Imported here: mbexport.sources imports this module.
+        from mbexport.sources.tokenizer_json import read_tokenizer_json
+
         path = Path(path)
+        tokenizer_json = None
         if path.is_dir():
             vocab_file = path / "vocab.txt"
-            if not vocab_file.is_file():
-                raise VocabError(f"{path} has no vocab.txt; pass a BERT model/export directory or the vocab file")
+            if not vocab_file.is_file() and (path / "tokenizer.json").is_file():
+                tokenizer_json = read_tokenizer_json(path / "tokenizer.json")
+            elif not vocab_file.is_file():
+                raise VocabError(f"{path} has no vocab.txt or tokenizer.json; pass a BERT model/export directory "
+                                 "or the vocab file")
             config: dict[str, Any] = {}
             for name in ("special_tokens_map.json", "tokenizer_config.json"):
                 f = path / name
@@ -146,6 +195,8 @@ class WordPieceTokenizer:
                         raise VocabError(f"{f} is not valid JSON ({e}); fix or delete it") from None
         elif path.is_file():
             vocab_file, config = path, {}
+            if path.suffix == ".json":
+                tokenizer_json = read_tokenizer_json(path)
         else:
             raise VocabError(f"vocab file {path} cannot be read; pass a BERT directory with vocab.txt or the vocab file")
         kwargs: dict[str, Any] = {}
@@ -163,8 +214,45 @@ class WordPieceTokenizer:
             kwargs["additional_special_tokens"] = [_token_str(t) for t in extra]
         decoder = config.get("added_tokens_decoder") or {}
         kwargs["added_tokens"] = {int(i): _token_str(v) for i, v in decoder.items()}
+        if isinstance(config.get("padding_side"), str):
+            kwargs["padding_side"] = config["padding_side"]
+        if tokenizer_json is not None:  # what the fast tokenizer runs wins over the config's options
+            kwargs.update(do_lower_case=tokenizer_json.do_lower_case, strip_accents=tokenizer_json.strip_accents,
+                          tokenize_chinese_chars=tokenizer_json.tokenize_chinese_chars)
+            for key, token in tokenizer_json.specials.items():
+                kwargs.setdefault(key, token)
+            kwargs["added_tokens"] = {**tokenizer_json.added_tokens, **kwargs["added_tokens"]}
         kwargs.update(overrides)
-        return cls(vocab_file, **kwargs)
+        return cls(vocab_file if tokenizer_json is None else tokenizer_json.vocab, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
+        """Write vocab.txt, tokenizer_config.json and special_tokens_map.json: ``from_pretrained`` and HF
+        ``AutoTokenizer.from_pretrained`` load the directory with this tokenizer's behaviour."""
+        directory = Path(save_directory)
+        if directory.exists() and not directory.is_dir():
+            raise VocabError(f"{directory} is a file; save_pretrained needs a directory path")
+        directory.mkdir(parents=True, exist_ok=True)
+        specials: dict[str, Any] = {name: getattr(self, name) for name in _SPECIAL_NAMES if getattr(self, name)}
+        if self.additional_special_tokens:
+            specials["additional_special_tokens"] = list(self.additional_special_tokens)
+        special_set = set(self.all_special_tokens)
+        config = {
+            "tokenizer_class": "BertTokenizer", "do_lower_case": self.do_lower_case,
+            "strip_accents": self.strip_accents, "tokenize_chinese_chars": self.tokenize_chinese_chars,
+            "model_max_length": self.model_max_length, "padding_side": self.padding_side,
+            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces, **specials,
+            "added_tokens_decoder": {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                                              "single_word": False, "special": t in special_set}
+                                     for t, i in sorted(self._added.items(), key=lambda item: item[1])},
+        }
+        if self.never_split:
+            config["never_split"] = list(self.never_split)
+        files = {"vocab.txt": "".join(t + "\n" for t in self._vocab),
+                 "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                 "special_tokens_map.json": json.dumps(specials, indent=2, ensure_ascii=False) + "\n"}
+        for name, text in files.items():
+            (directory / name).write_text(text, encoding="utf-8")
+        return tuple(str(directory / name) for name in files)
 
     # ------------------------------------------------------------ vocabulary
     @property
@@ -269,38 +357,26 @@ class WordPieceTokenizer:
     ) -> BatchEncoding:
         """Encode a text, a pair, or a batch of either, as HF's BertTokenizer does (same keys and values).
 
-        ``return_tensors`` is ``"np"`` (int64 arrays) or None (Python lists). ``threads`` overrides the
-        tokenizer's worker count for this call (0: all cores).
+        ``return_tensors`` is ``"np"`` (int64 arrays), ``"pt"`` (torch tensors) or None (Python lists).
+        ``threads`` overrides the tokenizer's worker count for this call (0: all cores).
         """
-        if is_split_into_words:
-            raise TokenizerInputError("is_split_into_words=True is not supported; join the words with spaces")
-        if padding_side not in (None, "right"):
-            raise TokenizerInputError("only padding_side='right' is supported (BERT pads on the right)")
-        if return_tensors not in (None, "np"):
-            raise TokenizerInputError(f"return_tensors={return_tensors!r} is not supported; use 'np' or None")
-        batched = not isinstance(text, str)
-        if batched:
-            texts = self._check_list(text, "text")
-            pairs = None
-            if text_pair is not None:
-                pairs = self._check_list(text_pair, "text_pair")
-                if len(pairs) != len(texts):
-                    raise TokenizerInputError(
-                        f"text has {len(texts)} items but text_pair has {len(pairs)}; pass one pair per text")
-        else:
-            texts = [text]
-            pairs = None if text_pair is None else [self._check_str(text_pair, "text_pair")]
+        side = self.padding_side if padding_side is None else _check_padding_side(padding_side)
+        if return_tensors not in (None, "np", "pt"):
+            raise TokenizerInputError(f"return_tensors={return_tensors!r} is not supported; use 'np', 'pt' or None")
+        batched, texts, pairs, starts = self._inputs(text, text_pair, is_split_into_words)
         trunc, pad, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
+        window: dict[str, Any] = {"add_special_tokens": add_special_tokens, "truncation": trunc,
+                                  "max_length": -1 if max_length is None else int(max_length),
+                                  "stride": int(stride), "return_overflowing_tokens": bool(return_overflowing_tokens)}
         out = self._native.encode_batch(
-            texts, pairs, add_special_tokens=add_special_tokens, truncation=trunc,
-            max_length=-1 if max_length is None else int(max_length), stride=int(stride),
-            return_overflowing_tokens=bool(return_overflowing_tokens), padding=pad,
-            pad_to_multiple_of=int(pad_to_multiple_of or 0), cls_id=self.cls_token_id, sep_id=self.sep_token_id,
-            pad_id=self.pad_token_id, return_offsets=bool(return_offsets_mapping),
-            return_special_tokens_mask=bool(return_special_tokens_mask),
+            texts, pairs, **window, padding=pad, pad_to_multiple_of=int(pad_to_multiple_of or 0),
+            cls_id=self.cls_token_id, sep_id=self.sep_token_id, pad_id=self.pad_token_id,
+            return_offsets=bool(return_offsets_mapping), return_special_tokens_mask=bool(return_special_tokens_mask),
             threads=self.threads if threads is None else int(threads))
         lengths = out.pop("lengths")
         mapping = out.pop("overflow_to_sample_mapping")
+        if starts is not None and return_offsets_mapping:
+            _offsets_within_words(out, mapping, starts)
         keys = ["input_ids"]
         if return_token_type_ids is not False:
             keys.append("token_type_ids")
@@ -321,12 +397,16 @@ class WordPieceTokenizer:
             row_len = np.maximum(lengths, target)
         else:
             row_len = np.full_like(lengths, width)
+        if side == "left":
+            _pad_left(out, lengths, row_len)
         result = BatchEncoding()
-        if return_tensors == "np":
+        result._row_info = lambda r: self._row_info(texts, pairs, starts, window, mapping, r)
+        result._padding_side = side
+        if return_tensors is not None:
             if len(row_len) and (row_len != row_len[0]).any():
                 raise TokenizerInputError(
                     "rows have different lengths; pass padding=True (or 'max_length') and/or truncation=True "
-                    "to get arrays with return_tensors='np'")
+                    f"to get arrays with return_tensors={return_tensors!r}")
             w = int(row_len[0]) if len(row_len) else 0
             for k in keys:
                 result[k] = out[k][:, :w]
@@ -334,7 +414,7 @@ class WordPieceTokenizer:
                 result["length"] = row_len.astype(np.int64)
             if return_overflowing_tokens:
                 result["overflow_to_sample_mapping"] = mapping
-            return result
+            return _as_tensors(result, return_tensors)
         rl = row_len.tolist()
         for k in keys:
             arr = out[k]
@@ -412,6 +492,123 @@ class WordPieceTokenizer:
             raise TypeError(f"{what} must be a str or a list of str, got {type(value).__name__}")
         return value if isinstance(value, (list, tuple)) else list(value)  # items are checked natively
 
+    def _inputs(self, text: Any, text_pair: Any, split: bool) -> tuple[bool, Sequence[str], Sequence[str] | None,
+                                                                      list[tuple[list[int], list[int]]] | None]:
+        """(batched, texts, pairs, word starts): pre-split words are joined by spaces (which the normaliser
+        splits on and nothing crosses), each word's start kept for word ids and word-relative offsets."""
+        if split:
+            batched = isinstance(text, (list, tuple)) and bool(text) and isinstance(text[0], (list, tuple))
+            items = list(text) if batched else [text]
+            pair_items = None if text_pair is None else (list(text_pair) if batched else [text_pair])
+            if pair_items is not None and len(pair_items) != len(items):
+                raise TokenizerInputError(
+                    f"text has {len(items)} items but text_pair has {len(pair_items)}; pass one pair per text")
+            joined = [_join_words(w, "text") for w in items]
+            joined_pairs = None if pair_items is None else [_join_words(w, "text_pair") for w in pair_items]
+            starts = [(a[1], [] if joined_pairs is None else joined_pairs[i][1]) for i, a in enumerate(joined)]
+            return batched, [a[0] for a in joined], None if joined_pairs is None else [b[0] for b in joined_pairs], \
+                starts
+        if not isinstance(text, str):
+            texts = self._check_list(text, "text")
+            pairs = None
+            if text_pair is not None:
+                pairs = self._check_list(text_pair, "text_pair")
+                if len(pairs) != len(texts):
+                    raise TokenizerInputError(
+                        f"text has {len(texts)} items but text_pair has {len(pairs)}; pass one pair per text")
+            return True, texts, pairs, None
+        return False, [text], None if text_pair is None else [self._check_str(text_pair, "text_pair")], None
+
+    def _row_info(self, texts: Sequence[str], pairs: Sequence[str] | None,
+                  starts: list[tuple[list[int], list[int]]] | None, window: dict[str, Any],
+                  mapping: np.ndarray, row: int) -> RowInfo:
+        """Word and sequence ids of one output row: its input re-encoded alone (unpadded, same windows)."""
+        sample = int(mapping[row])
+        k = row - int(np.argmax(mapping == sample))
+        one = self._native.encode_batch(
+            [texts[sample]], None if pairs is None else [pairs[sample]], **window, padding="do_not_pad",
+            pad_to_multiple_of=0, cls_id=self.cls_token_id, sep_id=self.sep_token_id, pad_id=self.pad_token_id,
+            return_offsets=True, return_special_tokens_mask=True, threads=1)
+        n = int(one["lengths"][k])
+        seq = one["token_type_ids"][k, :n].tolist()
+        begin = one["offset_mapping"][k, :n, 0].tolist()
+        special = one["special_tokens_mask"][k, :n].tolist()
+        if starts is not None:
+            word_starts = starts[sample]
+        else:
+            word_starts = (self._word_starts(texts[sample]), [] if pairs is None else self._word_starts(pairs[sample]))
+        words = [None if sp else bisect.bisect_right(word_starts[q], b) - 1 for q, b, sp in zip(seq, begin, special)]
+        return words, [None if sp else q for q, sp in zip(seq, special)]
+
+    def _word_starts(self, text: str) -> list[int]:
+        """Where each pre-tokenized word of ``text`` starts: at every token that is not a ``##`` continuation."""
+        ids, offsets = self._native.encode(text, offsets=True)
+        vocab = self._vocab
+        return [int(o) for i, o in zip(ids.tolist(), cast(np.ndarray, offsets)[:, 0].tolist())
+                if not (i < len(vocab) and vocab[i].startswith("##") and i not in self._added_decoder)]
+
     def __repr__(self) -> str:
         return (f"WordPieceTokenizer(vocab_size={self.vocab_size}, do_lower_case={self.do_lower_case}, "
                 f"strip_accents={self.strip_accents}, model_max_length={self.model_max_length})")
+
+
+def _check_padding_side(side: str) -> str:
+    if side not in ("left", "right"):
+        raise TokenizerInputError(f"padding_side must be 'left' or 'right', got {side!r}")
+    return side
+
+
+def _join_words(words: Any, what: str) -> tuple[str, list[int]]:
+    """Pre-split words as one space-joined text, and where each word starts in it."""
+    if isinstance(words, str) or not isinstance(words, (list, tuple)):
+        raise TypeError(f"{what} must be a list of words (str) with is_split_into_words=True, "
+                        f"got {type(words).__name__}")
+    starts, pos = [], 0
+    for word in words:
+        if not isinstance(word, str):
+            raise TypeError(f"{what} words must be str, got {type(word).__name__}")
+        starts.append(pos)
+        pos += len(word) + 1
+    return " ".join(words), starts
+
+
+def _offsets_within_words(out: dict[str, np.ndarray], mapping: np.ndarray,
+                          starts: list[tuple[list[int], list[int]]]) -> None:
+    """Make offsets relative to the given word, as HF does for is_split_into_words=True."""
+    offsets, seq = out["offset_mapping"], out["token_type_ids"]
+    for r, sample in enumerate(mapping.tolist()):
+        real = offsets[r, :, 1] > offsets[r, :, 0]
+        for q in (0, 1):
+            sel = real & (seq[r] == q)
+            word_starts = np.asarray(starts[sample][q], dtype=offsets.dtype)
+            if sel.any():
+                shift = word_starts[np.searchsorted(word_starts, offsets[r, sel, 0], side="right") - 1]
+                offsets[r, sel] -= shift[:, None]
+
+
+def _pad_left(out: dict[str, np.ndarray], lengths: np.ndarray, row_len: np.ndarray) -> None:
+    """Move each row's padding (the native pads on the right) in front of its tokens, within its row length."""
+    width = out["input_ids"].shape[1]
+    cols = np.arange(width)[None, :]
+    shift = (row_len - lengths)[:, None]
+    # Column j of a row takes token j - shift; the first shift columns take padding (any column >= length).
+    src = np.where(cols >= shift, cols - shift, lengths[:, None] + cols)
+    src = np.where(cols < row_len[:, None], src, cols)
+    rows = np.arange(len(lengths))[:, None]
+    for key, arr in out.items():
+        if isinstance(arr, np.ndarray) and arr.ndim >= 2 and arr.shape[:2] == (len(lengths), width):
+            out[key] = arr[rows, src]
+
+
+def _as_tensors(result: BatchEncoding, kind: str) -> BatchEncoding:
+    """numpy results as torch tensors for return_tensors='pt' (torch shares the arrays' memory)."""
+    if kind == "np":
+        return result
+    try:
+        import torch
+    except ImportError:
+        raise TokenizerInputError("return_tensors='pt' needs torch, which is not installed: pip install torch, "
+                                  "or use return_tensors='np'") from None
+    for key, value in result.items():
+        result[key] = torch.from_numpy(np.ascontiguousarray(value))
+    return result

@@ -218,7 +218,7 @@ def test_vocab_lines_as_python_reads_them() -> None:
     ({"truncation": True, "max_length": 4, "stride": 2, "return_overflowing_tokens": True}, "stride"),
     ({"truncation": "bogus"}, "truncation must be"),
     ({"padding": "bogus"}, "padding must be"),
-    ({"return_tensors": "pt"}, "not supported"),
+    ({"return_tensors": "tf"}, "not supported"),
     ({"truncation": True, "max_length": 6, "padding": True, "pad_to_multiple_of": 4}, "multiple of"),
 ])
 def test_bad_options(tiny_dir: Path, kwargs: dict, match: str) -> None:

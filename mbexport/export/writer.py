@@ -33,10 +33,13 @@ from onnx import helper
 from mbexport.errors import CheckpointFormatError, ExportDirError, ExportError, ExportLockedError
 from mbexport.export.build import BuiltModel
 from mbexport.export.manifest import EXPORT_FILES, EXTERNAL_DATA, MANIFEST, MODEL, backup_dirs, read_manifest
+from mbexport.sources.tokenizer_json import read_tokenizer_json
 from mbexport.spec import Checkpoint, sha256_files
 
 # Protobuf caps a message at 2 GiB; beyond this weights go to model.onnx.data.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+# tokenizer_config.json keys that a tokenizer.json source decides (not guessed from the vocab).
+_NORMALISER_OPTIONS = ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
 
 
 @contextmanager
@@ -229,14 +232,23 @@ def _varint(value: int) -> bytes:
 def write_tokenizer_files(checkpoint: Checkpoint, config: dict[str, Any], directory: Path) -> None:
     """config.json, vocab.txt, tokenizer_config.json and special_tokens_map.json, loadable by HF AutoTokenizer."""
     write_json(directory / "config.json", config)
-    shutil.copyfile(checkpoint.vocab_file, directory / "vocab.txt")
     tokenizer_config = _read_optional_json(checkpoint.tokenizer_files.get("tokenizer_config.json"))
-    tokenizer_config.setdefault("do_lower_case", _vocab_is_uncased(checkpoint.vocab_file))
+    extracted = None
+    if checkpoint.vocab_file.name == "tokenizer.json":  # a tokenizer.json-only source: its options are the truth
+        extracted = read_tokenizer_json(checkpoint.vocab_file)
+        (directory / "vocab.txt").write_text(extracted.vocab_text(), encoding="utf-8")
+        for key, value in extracted.tokenizer_config().items():
+            tokenizer_config[key] = value if key in _NORMALISER_OPTIONS else tokenizer_config.get(key, value)
+    else:
+        shutil.copyfile(checkpoint.vocab_file, directory / "vocab.txt")
+    tokenizer_config.setdefault("do_lower_case", _vocab_is_uncased(directory / "vocab.txt"))
     tokenizer_config.setdefault("model_max_length", checkpoint.spec.max_position_embeddings)
     tokenizer_config.setdefault("tokenizer_class", "BertTokenizer")
     write_json(directory / "tokenizer_config.json", tokenizer_config)
-    specials = _read_optional_json(checkpoint.tokenizer_files.get("special_tokens_map.json")) or {
-        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"}
+    specials = _read_optional_json(checkpoint.tokenizer_files.get("special_tokens_map.json")) or (
+        extracted.specials if extracted is not None else {"unk_token": "[UNK]", "sep_token": "[SEP]",
+                                                          "pad_token": "[PAD]", "cls_token": "[CLS]",
+                                                          "mask_token": "[MASK]"})
     write_json(directory / "special_tokens_map.json", specials)
 
 

@@ -9,7 +9,8 @@ Reads ``config.json`` into a ``BertSpec``, weights from the first of::
 scheme, drops buffers that are not weights (``position_ids`` ...) and tied copies
 (``cls.predictions.decoder.*`` equal to the word embeddings / prediction bias), and checks
 every shape against the config. Floating weights come out as float32 whatever their stored
-precision; the exporter decides the output precision. ``vocab.txt`` is required;
+precision; the exporter decides the output precision. ``vocab.txt`` (or, as transformers 5
+saves it, a BERT WordPiece ``tokenizer.json``) is required;
 ``tokenizer_config.json`` and ``special_tokens_map.json`` travel along when present.
 
 Safetensors files are parsed here (8-byte header length, JSON header, raw data) rather
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from mbexport.errors import CheckpointFormatError
+from mbexport.sources.tokenizer_json import read_tokenizer_json
 from mbexport.sources.torch_pickle import load_torch_bin
 from mbexport.spec import BertSpec, Checkpoint, canonical_name, detect_heads, read_json, sha256_files
 
@@ -219,10 +221,13 @@ def load_hf_dir(path: Path, label: str | None = None, revision: str | None = Non
     weights = _canonical_weights(raw, label)
 
     vocab = path / "vocab.txt"
+    if not vocab.is_file() and (path / "tokenizer.json").is_file():
+        vocab = path / "tokenizer.json"  # transformers 5 saves no vocab.txt; the writer extracts it
+        read_tokenizer_json(vocab)  # refuses a tokenizer that is not BERT WordPiece before any work
     if not vocab.is_file():
         raise CheckpointFormatError(
-            f"{path}: vocab.txt is missing; mbexport needs the WordPiece vocabulary next to the weights "
-            "(copy the vocab.txt of the tokenizer this model was trained with)"
+            f"{path}: vocab.txt is missing (and no tokenizer.json); mbexport needs the WordPiece vocabulary next to "
+            "the weights (copy the vocab.txt of the tokenizer this model was trained with)"
         )
     spec = BertSpec.from_config(config, heads=detect_heads(set(weights)), where=str(config_path))
     checkpoint = Checkpoint(

@@ -168,6 +168,8 @@ def fetch(repo_id: str, revision: str | None = None) -> Path:
             f"{where} has no weights mbexport reads (model.safetensors, pytorch_model.bin, sharded variants or a "
             f"TF checkpoint); it holds: {', '.join(sorted(files)[:12])}"
         )
+    if "vocab.txt" not in files and "tokenizer.json" in files:
+        patterns = [*patterns, "tokenizer.json"]  # transformers 5 saves BERT tokenizers without vocab.txt
     try:
         folder = snapshot_download(
             repo_id,
