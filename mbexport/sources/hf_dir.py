@@ -11,6 +11,7 @@ scheme, drops buffers that are not weights (``position_ids`` ...) and tied copie
 every shape against the config. Floating weights come out as float32 whatever their stored
 precision; the exporter decides the output precision. ``vocab.txt`` is required;
 ``tokenizer_config.json`` and ``special_tokens_map.json`` travel along when present.
+So do a sentence-transformers model's files, with what they mean (``mbexport.semantics``).
 
 Safetensors files are parsed here (8-byte header length, JSON header, raw data) rather
 than through the safetensors package, so a truncated or inconsistent file is caught before
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from mbexport.errors import CheckpointFormatError
+from mbexport.semantics import read_semantics, sentence_transformers_files
 from mbexport.sources.torch_pickle import load_torch_bin
 from mbexport.spec import BertSpec, Checkpoint, canonical_name, detect_heads, read_json, sha256_files
 
@@ -207,6 +209,8 @@ def load_hf_dir(path: Path, label: str | None = None, revision: str | None = Non
         weights_sha256=sha256_files(files),
         tokenizer_files={name: path / name for name in TOKENIZER_FILES if (path / name).is_file()},
         config=config,
+        st_files=sentence_transformers_files(path),
+        embedding=read_semantics(path),
     )
     checkpoint.validate()
     return checkpoint
