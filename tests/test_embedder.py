@@ -145,7 +145,7 @@ def test_embed_iter_streams_lazily_in_order(minilm_export: Path) -> None:
 
 def test_bad_arguments(minilm_export: Path, tmp_path: Path) -> None:
     emb = Embedder(minilm_export)
-    assert emb.max_length == 512 and emb.hidden_size == 384
+    assert emb.max_length == 256 and emb.hidden_size == 384
     with pytest.raises(TokenizerInputError, match="single string"):
         emb.embed("hello")
     with pytest.raises(TokenizerInputError, match="text 1 is bytes"):
