@@ -5,8 +5,9 @@ lives. Nothing published lets us check the weights themselves (no digests), so t
 checked against what the catalogue knows of the family: the architecture (layers, hidden
 size, heads, intermediate size) and the vocabulary (its size, and for the uncased English
 vocabulary its exact sha256). A mismatch is a one-line ``CatalogError`` before anything is
-written. Neither the HF repos nor the converted checkpoints of MultiBERTs / EarlyBERTs
-record their training step in config.json, so the step is listed as not checked.
+written. The step is checked where the checkpoint records it: a TF checkpoint's
+``global_step``. HF directories (config.json + weights, as the MultiBERTs / EarlyBERTs hub
+repos ship) record no step, so there it is listed as not checked.
 
 ``identity(...)`` returns the manifest's ``"identity"`` record: what was claimed, what was
 checked and what could not be.
@@ -15,11 +16,15 @@ checked and what could not be.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mbexport.catalog import GOOGLE_BERT, Source
 from mbexport.errors import CatalogError
+from mbexport.sources.tf_bundle import BundleReader
+from mbexport.sources.tf_checkpoint import find_prefix, is_tf_checkpoint
 from mbexport.spec import Checkpoint
 
 __all__ = ["UNCASED_VOCAB_SHA256", "identity"]
@@ -91,9 +96,37 @@ def identity(source: Source, checkpoint: Checkpoint) -> dict[str, Any]:
                                f"the vocabulary of {source.label}; give a copy of that checkpoint or use --label NAME")
         checked.append("vocab sha256")
     not_checked = ["weights (no published digest)"]
-    if "step" in source.label:
-        not_checked.append("step (the checkpoint does not record it)")
+    claimed_step = _claimed_step(source)
+    if claimed_step is not None:
+        recorded = _recorded_step(source.path)
+        if recorded is None:
+            not_checked.append("step (the checkpoint does not record it)")
+        elif recorded != claimed_step:
+            raise CatalogError(f"--from {source.path}: the checkpoint records global_step {recorded:,}, but "
+                               f"{source.label} is step {claimed_step:,}; give a copy of that checkpoint")
+        else:
+            checked.append("global_step")
     return {"claimed": source.label, "checked": checked, "not_checked": not_checked}
+
+
+def _claimed_step(source: Source) -> int | None:
+    """The training step a catalogue source names (None: a final checkpoint or a release)."""
+    if m := re.search(r"-step_(\d+)k$", source.repo_id or ""):
+        return int(m[1]) * 1000
+    early = (source.repo_id or "").startswith("personads/earlyberts-")
+    if early and (m := re.fullmatch(r"step(\d+)", source.revision or "")):
+        return int(m[1])
+    return None
+
+
+def _recorded_step(path: Path) -> int | None:
+    """``global_step`` of a TF checkpoint; HF directories (config.json + weights) record no step."""
+    if not is_tf_checkpoint(path):
+        return None
+    with BundleReader(find_prefix(path)) as reader:
+        if "global_step" not in reader.entries:
+            return None
+        return int(reader.view("global_step"))
 
 
 def _dims(dims: tuple[int, int, int, int]) -> str:

@@ -304,3 +304,14 @@ def test_hub_download_brings_the_sentence_transformers_files(monkeypatch, tmp_pa
     assert sorted(checkpoint.st_files) == ["1_Pooling/config.json", "modules.json", "sentence_bert_config.json"]
     assert checkpoint.embedding.to_dict() == {"pooling": "mean", "normalize": True, "max_length": 48,
                                               "from": "sentence-transformers"}
+
+
+def test_identity_checks_the_step_a_tf_checkpoint_records(minilm_dir):
+    """tests/fixtures/tf/pretraining records global_step 1234, which is no MultiBERTs step."""
+    tf_dir = Path(__file__).parent / "fixtures" / "tf" / "pretraining"
+    source = Source("MultiBERTs seed_1 step_20k", "google/multiberts-seed_1-step_20k", None, tf_dir)
+    with pytest.raises(CatalogError, match="records global_step 1,234, but MultiBERTs seed_1 step_20k is step 20,000"):
+        identity(source, bert_base_checkpoint(minilm_dir / "vocab.txt", str(tf_dir)))
+    early = Source("EarlyBERTs seed1 step7000", "personads/earlyberts-seed1", "step7000", tf_dir)
+    with pytest.raises(CatalogError, match="is step 7,000"):
+        identity(early, bert_base_checkpoint(minilm_dir / "vocab.txt", str(tf_dir)))
