@@ -103,7 +103,7 @@ def test_embed_mbexport(benchmark, minilm_dir, minilm_export, texts, quick, tmp_
     benchmark.group = "embed-cpu"
     export = minilm_export if precision == "fp32" else convert(
         str(minilm_dir), out=tmp_path_factory.mktemp("q") / "int8", head="base", precision="int8", parity=False)
-    embedder = Embedder(export, pooling="mean", max_length=MAX_LENGTH, threads=THREADS)
+    embedder = Embedder(export, pooling="mean", normalize=False, max_length=MAX_LENGTH, threads=THREADS)
     embedder.embed(texts[:64])  # warm-up
     embedder.stats = EmbedStats()
     runs = 1 if quick else 3

@@ -66,14 +66,15 @@ def convert(
     flavor: Annotated[Flavor, typer.Option(help="fused (onnxruntime contrib ops) | portable (standard ONNX ops)")] = "fused",
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="verify against PyTorch (or numpy) before writing")] = True,
     revision: Annotated[Optional[str], typer.Option(help="hub revision for an org/name id")] = None,
-    from_path: Annotated[Optional[Path], typer.Option("--from", help="local copy of a catalogue checkpoint")] = None,
+    from_path: Annotated[Optional[Path], typer.Option("--from", help="local copy of a catalogue checkpoint (checked to be it)")] = None,
+    label: Annotated[Optional[str], typer.Option(help="a name for a local directory (display, default --out); claims no catalogue identity")] = None,
 ) -> None:
     """Convert a checkpoint into a verified ONNX export directory."""
     from mbexport.converter import convert_detailed
 
     with _stages() as stage:
         result = convert_detailed(name, step, out=out, head=head, precision=precision, flavor=flavor, parity=parity,
-                                  revision=revision, local=from_path, stage=stage)
+                                  revision=revision, local=from_path, stage=stage, label=label)
     table = Table(title="mbexport convert", show_header=False)
     table.add_row("export", str(result.path))
     table.add_row("head / flavor / precision", f"{result.head} / {result.flavor} / {result.precision}")
@@ -144,9 +145,9 @@ def embed(
     input_path: Annotated[str, typer.Argument(metavar="INPUT", help=".txt (a text per line), .jsonl, or - for stdin")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output .npy (rows in input order) or .jsonl (id + embedding)")],
     field: Annotated[Optional[str], typer.Option(help="JSONL field holding the text (default: text)")] = None,
-    pooling: Annotated[Pooling, typer.Option(help="how token vectors become one vector per text")] = "cls",
-    normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="L2-normalize each vector")] = False,
-    max_length: Annotated[Optional[int], typer.Option(min=2, help="truncate texts to this many tokens (default: the model's)")] = None,
+    pooling: Annotated[Optional[Pooling], typer.Option(help="how token vectors become one vector per text (default: what the model says, else cls)")] = None,
+    normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalize each vector (default: what the model says, else no)")] = None,
+    max_length: Annotated[Optional[int], typer.Option(min=2, help="truncate texts to this many tokens (default: what the model says, else its maximum)")] = None,
     batch_tokens: Annotated[Optional[int], typer.Option(min=1, help="padded tokens per batch (default: 2048 CPU, 65536 CUDA)")] = None,
     device: Annotated[Device, typer.Option(help="auto: CUDA when usable, else CPU")] = "cpu",
     threads: Annotated[Optional[int], typer.Option(min=1, help="onnxruntime intra-op threads (default: all cores)")] = None,
@@ -188,7 +189,10 @@ def embed(
     table.add_row("truncated", f"{stats.truncated:,} texts longer than {embedder.max_length} tokens")
     skipped = f"{counts.skipped:,} bad lines"
     table.add_row("skipped", skipped + (f" (first: line {counts.first_skipped})" if counts.skipped else ""))
-    table.add_row("device / pooling", f"{embedder.device} / {pooling}{' + normalize' if normalize else ''}")
+    table.add_row("device", embedder.device)
+    for setting, value in (("pooling", embedder.pooling), ("normalize", "yes" if embedder.normalize else "no"),
+                           ("max length", embedder.max_length)):
+        table.add_row(setting, f"{value} (from {embedder.origins[setting.replace(' ', '_')]})")
     table.add_row("speed", f"{elapsed:.2f} s, {stats.texts / elapsed:,.0f} texts/s, {stats.tokens / elapsed:,.0f} tokens/s")
     out_console.print(table)
 

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from mbexport.catalog import Source, resolve
-from mbexport.errors import ExportDirError, ExportError, MbexportError, ParityError
+from mbexport.errors import CatalogError, ExportDirError, ExportError, MbexportError, ParityError
 from mbexport.export import manifest as manifest_mod
 from mbexport.export import writer
 from mbexport.export.build import build_model
 from mbexport.export.heads import HEAD_CONFIGS
 from mbexport.export.quantize import quantize_in_place
 from mbexport.parity import ParityReport, check_parity
+from mbexport.provenance import identity
 from mbexport.sources import load_checkpoint
 from mbexport.spec import sha256_files
 
@@ -52,22 +53,32 @@ def default_out(source: Source, head: str, flavor: str, precision: str) -> Path:
 
 def convert(name: str, step: str | None = None, *, out: Path | str | None = None, head: str = "auto",
             precision: str = "fp32", flavor: str = "fused", parity: bool = True, revision: str | None = None,
-            local: Path | str | None = None, reference: str = "auto") -> Path:
-    """Convert a checkpoint to a verified ONNX export directory and return its path."""
+            local: Path | str | None = None, reference: str = "auto", label: str | None = None) -> Path:
+    """Convert a checkpoint to a verified ONNX export directory and return its path.
+
+    ``local`` is a copy of the catalogue checkpoint ``name`` names (checked to be it);
+    ``label`` names a local directory for display and the default ``out``, claiming nothing.
+    """
     return convert_detailed(name, step, out=out, head=head, precision=precision, flavor=flavor, parity=parity,
-                            revision=revision, local=local, reference=reference).path
+                            revision=revision, local=local, reference=reference, label=label).path
 
 
 def convert_detailed(name: str, step: str | None = None, *, out: Path | str | None = None, head: str = "auto",
                      precision: str = "fp32", flavor: str = "fused", parity: bool = True,
                      revision: str | None = None, local: Path | str | None = None, reference: str = "auto",
-                     stage: StageReporter | None = None) -> ConvertResult:
+                     stage: StageReporter | None = None, label: str | None = None) -> ConvertResult:
     """``convert`` with the figures the CLI shows: sizes, op counts, parity, seconds per stage."""
     timings: dict[str, float] = {}
     timed = _timer(stage or (lambda _: nullcontext()), timings)
     source = resolve(name, step, revision=revision, local=Path(local) if local else None)
+    if label is not None:
+        if source.repo_id is not None or not label.strip():
+            raise CatalogError(f"--label {label!r} names a local directory; {name!r} is a catalogue or hub name, "
+                               "which is its own label (give a local path, or drop --label)")
+        source = Source(label.strip(), path=source.path)
     with timed("load"):
         checkpoint = load_checkpoint(source)
+        claim = identity(source, checkpoint)
     with timed("build"):
         built = build_model(checkpoint, head=head, flavor=flavor, precision=precision)
     target = Path(out) if out else default_out(source, built.head.name, flavor, precision)
@@ -82,7 +93,7 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
                 if precision == "int8":
                     quantization, op_counts = quantize_in_place(staging / writer.MODEL)
                     model_files = {path: sha256_files([path]) for path in model_files}
-                writer.write_tokenizer_files(checkpoint, checkpoint.spec.to_hf_config(), staging)
+                writer.write_tokenizer_files(checkpoint, checkpoint.spec.to_hf_config(checkpoint.config), staging)
             report = None
             if parity:
                 with timed("verify"):
@@ -91,11 +102,11 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
                     raise ParityError(f"{source.label}: parity failed, no export written: {report.summary()}")
             figures = report.to_dict() if report else {"skipped": True}
             manifest = manifest_mod.build_manifest(checkpoint, built, _source_record(source), model_files, figures,
-                                                   op_counts, quantization)
+                                                   op_counts, quantization, claim)
             writer.write_json(staging / writer.MANIFEST, manifest)
             with timed("commit"):
                 writer.commit(staging, target)
-    size = sum(p.stat().st_size for p in target.iterdir())
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     return ConvertResult(target, built.head.name, flavor, precision, size, op_counts, report, timings)
 
 

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from mbexport.errors import CheckpointFormatError, ShapeError
+from mbexport.semantics import DEFAULT, EmbeddingSemantics
 
 HEADS = ("base", "pretraining", "qa", "classification")
 
@@ -189,8 +190,9 @@ class BertSpec:
                 f"{where}: hidden_act {self.hidden_act!r:.40} is not supported; supported: {', '.join(ACTIVATIONS)}"
             )
 
-    def to_hf_config(self) -> dict[str, Any]:
-        """An HF ``config.json`` for this model (written into every export)."""
+    def to_hf_config(self, source_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """An HF ``config.json`` for this model (written into every export); a classifier keeps
+        ``source_config``'s ``id2label`` / ``label2id``, so pipelines show its real labels."""
         architectures = {
             "base": "BertModel",
             "pretraining": "BertForPreTraining",
@@ -217,6 +219,7 @@ class BertSpec:
         }
         if "classification" in self.heads:
             config["num_labels"] = self.num_labels
+            config.update(_labels(source_config or {}, self.num_labels))
         return config
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -271,6 +274,19 @@ class BertSpec:
         return shapes
 
 
+def _labels(config: Mapping[str, Any], num_labels: int) -> dict[str, Any]:
+    """``id2label`` / ``label2id`` of an HF config when they name exactly ``num_labels`` classes."""
+    id2label = config.get("id2label")
+    try:
+        labels = {int(k): str(v) for k, v in id2label.items()} if isinstance(id2label, Mapping) else {}
+    except (TypeError, ValueError):
+        return {}
+    if sorted(labels) != list(range(num_labels)):
+        return {}
+    return {"id2label": {str(i): labels[i] for i in range(num_labels)},
+            "label2id": {labels[i]: i for i in range(num_labels)}}
+
+
 _RENAMES = (
     (re.compile(r"^bert\."), ""),
     (re.compile(r"\.gamma$"), ".weight"),
@@ -310,6 +326,8 @@ class Checkpoint:
     weights_sha256: str = ""  # sha256 of the source weight file(s), for the manifest
     tokenizer_files: dict[str, Path] = field(default_factory=dict)  # extra files to carry (tokenizer_config.json, ...)
     config: dict[str, Any] = field(default_factory=dict)  # the original config, as read
+    st_files: dict[str, Path] = field(default_factory=dict)  # sentence-transformers files, by relative name
+    embedding: EmbeddingSemantics = DEFAULT  # what its sentence vectors mean (mbexport.semantics)
 
     def validate(self) -> None:
         """Check every weight the spec needs is present with the shape the config implies, that no

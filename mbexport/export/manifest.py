@@ -28,9 +28,11 @@ EXPORT_FILES = frozenset({*REQUIRED_FILES, EXTERNAL_DATA, "special_tokens_map.js
 
 def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, Any],
                    model_files: dict[Path, str], parity: dict[str, Any], op_counts: dict[str, int],
-                   quantization: dict[str, Any] | None = None) -> dict[str, Any]:
+                   quantization: dict[str, Any] | None = None, identity: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
     """The manifest; ``model_files`` maps each written model file to its sha256, ``op_counts``
-    are of the graph as written (after quantization, for int8)."""
+    are of the graph as written (after quantization, for int8), ``identity`` says how the
+    source was checked to be what it claims (``mbexport.provenance``)."""
     from mbexport import __version__
 
     spec = checkpoint.spec
@@ -39,6 +41,7 @@ def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, 
         "mbexport_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": source,
+        **({"identity": identity} if identity else {}),
         "revision": checkpoint.revision,
         "weights_sha256": checkpoint.weights_sha256,
         "head": built.head.name,
@@ -51,6 +54,7 @@ def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, 
         "model": {"layers": spec.num_layers, "hidden": spec.hidden_size, "heads": spec.num_heads,
                   "intermediate": spec.intermediate_size, "vocab": spec.vocab_size,
                   "max_position_embeddings": spec.max_position_embeddings, "activation": spec.hidden_act},
+        "embedding": checkpoint.embedding.to_dict(),
         "op_counts": op_counts,
         **({"quantization": quantization} if quantization else {}),
         "files": {p.name: {"bytes": p.stat().st_size, "sha256": digest} for p, digest in model_files.items()},

@@ -230,7 +230,8 @@ def _varint(value: int) -> bytes:
 
 
 def write_tokenizer_files(checkpoint: Checkpoint, config: dict[str, Any], directory: Path) -> None:
-    """config.json, vocab.txt, tokenizer_config.json and special_tokens_map.json, loadable by HF AutoTokenizer."""
+    """config.json, vocab.txt, tokenizer_config.json and special_tokens_map.json, loadable by HF AutoTokenizer,
+    and the source's sentence-transformers files in their own layout."""
     write_json(directory / "config.json", config)
     tokenizer_config = _read_optional_json(checkpoint.tokenizer_files.get("tokenizer_config.json"))
     extracted = None
@@ -250,6 +251,9 @@ def write_tokenizer_files(checkpoint: Checkpoint, config: dict[str, Any], direct
                                                           "pad_token": "[PAD]", "cls_token": "[CLS]",
                                                           "mask_token": "[MASK]"})
     write_json(directory / "special_tokens_map.json", specials)
+    for name, path in checkpoint.st_files.items():  # sentence-transformers' modules.json, 1_Pooling/ ...
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, directory / name)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -276,6 +280,9 @@ def _vocab_is_uncased(vocab_file: Path) -> bool:
 
 def _fsync_tree(root: Path) -> None:
     for path in root.iterdir():
+        if path.is_dir():  # 1_Pooling/ and the like
+            _fsync_tree(path)
+            continue
         with open(path, "rb") as f:
             os.fsync(f.fileno())
     _fsync_dir(root)

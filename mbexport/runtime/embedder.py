@@ -32,6 +32,8 @@ from mbexport.errors import ArgumentError, ExportDirError, MbexportError, Tokeni
 from mbexport.export.manifest import read_manifest, resolve_export_dir, verify_model_files
 from mbexport.runtime.pooling import POOLINGS, l2_normalize, output_for, pool
 from mbexport.runtime.session import ORT_ERRORS, create_session, cuda_library_paths, ort_error, resolve_device
+from mbexport.semantics import export_semantics
+from mbexport.semantics import resolve as resolve_semantics
 from mbexport.tokenizer import WordPieceTokenizer
 
 PAD_MULTIPLE = 8
@@ -62,16 +64,24 @@ class _Window:
 class Embedder:
     """Embeds texts with an mbexport export directory.
 
-    >>> emb = Embedder("exports/minilm", pooling="mean", normalize=True)
+    Pooling, normalisation and maximum length default to what the export's source means
+    (``manifest["embedding"]``: a sentence-transformers model's own settings, else ``cls``,
+    no normalisation, the model's maximum length); explicit arguments win. ``origins`` says
+    where each setting came from ("sentence-transformers", "default" or "option").
+
+    >>> emb = Embedder("exports/minilm")  # mean pooling, normalised, 256 tokens: as the model says
     >>> emb.embed(["hello world", ""]).shape
     (2, 384)
     """
 
-    def __init__(self, export_dir: str | Path, device: str = "cpu", pooling: str = "cls", normalize: bool = False,
-                 max_length: int | None = None, batch_tokens: int | None = None, threads: int | None = None,
-                 window: int = DEFAULT_WINDOW) -> None:
+    def __init__(self, export_dir: str | Path, device: str = "cpu", pooling: str | None = None,
+                 normalize: bool | None = None, max_length: int | None = None, batch_tokens: int | None = None,
+                 threads: int | None = None, window: int = DEFAULT_WINDOW) -> None:
         self.export_dir = resolve_export_dir(Path(export_dir))
         self.manifest = read_manifest(self.export_dir)
+        # None = what the export's source means (its sentence-transformers config, else cls / no norm / model max).
+        chosen, self.origins = resolve_semantics(export_semantics(self.manifest), pooling, normalize, max_length)
+        pooling, normalize, max_length = chosen.pooling, chosen.normalize, chosen.max_length
         if pooling not in POOLINGS:
             raise ArgumentError(f"pooling (--pooling) must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         outputs = self.manifest["outputs"]

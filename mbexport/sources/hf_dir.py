@@ -12,6 +12,7 @@ every shape against the config. Floating weights come out as float32 whatever th
 precision; the exporter decides the output precision. ``vocab.txt`` (or, as transformers 5
 saves it, a BERT WordPiece ``tokenizer.json``) is required;
 ``tokenizer_config.json`` and ``special_tokens_map.json`` travel along when present.
+So do a sentence-transformers model's files, with what they mean (``mbexport.semantics``).
 
 Safetensors files are parsed here (8-byte header length, JSON header, raw data) rather
 than through the safetensors package, so a truncated or inconsistent file is caught before
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from mbexport.errors import CheckpointFormatError
+from mbexport.semantics import read_semantics, sentence_transformers_files
 from mbexport.sources.tokenizer_json import read_tokenizer_json
 from mbexport.sources.torch_pickle import load_torch_bin
 from mbexport.spec import BertSpec, Checkpoint, canonical_name, detect_heads, read_json, sha256_files
@@ -239,6 +241,8 @@ def load_hf_dir(path: Path, label: str | None = None, revision: str | None = Non
         weights_sha256=sha256_files(files),
         tokenizer_files={name: path / name for name in TOKENIZER_FILES if (path / name).is_file()},
         config=config,
+        st_files=sentence_transformers_files(path),
+        embedding=read_semantics(path),
     )
     checkpoint.validate()
     return checkpoint

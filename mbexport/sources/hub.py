@@ -24,6 +24,9 @@ __all__ = ["fetch", "hub_cache_dir", "is_offline", "weight_patterns"]
 
 # Small files every conversion takes along when the repo has them.
 METADATA_FILES = ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+# A sentence-transformers model's meaning (mbexport.semantics): its module chain and their configs.
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+                               "*_Pooling/*", "*_Normalize/*")
 
 # Weight layouts in order of preference: (file that marks it, patterns to download).
 _LAYOUTS = (
@@ -175,7 +178,7 @@ def fetch(repo_id: str, revision: str | None = None) -> Path:
             repo_id,
             revision=revision,
             cache_dir=cache_dir,
-            allow_patterns=[*METADATA_FILES, *patterns],
+            allow_patterns=[*METADATA_FILES, *SENTENCE_TRANSFORMERS_FILES, *patterns],
             endpoint=_endpoint(),
         )
     except Exception as e:
