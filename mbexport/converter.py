@@ -7,7 +7,6 @@ export that fails it is never put in place.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -15,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mbexport import registry
 from mbexport.catalog import Source, resolve
 from mbexport.errors import ExportDirError, ParityError
 from mbexport.export import manifest as manifest_mod
@@ -40,11 +40,12 @@ class ConvertResult:
     op_counts: dict[str, int]
     parity: ParityReport | None
     seconds: dict[str, float]
+    replaced: bool = False  # ``path`` held an export before this convert replaced it
 
 
 def export_home() -> Path:
     """Where exports go without ``--out``: $MBEXPORT_HOME/exports, default ~/.cache/mbexport/exports."""
-    return Path(os.environ.get("MBEXPORT_HOME", Path.home() / ".cache" / "mbexport")) / "exports"
+    return registry.mbexport_home() / "exports"
 
 
 def default_out(source: Source, head: str, flavor: str, precision: str) -> Path:
@@ -75,6 +76,7 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
     with writer.export_lock(target):
         writer.recover(target)
         writer.check_replaceable(target)
+        replaced = (target / writer.MANIFEST).is_file()
         quantization: dict[str, Any] | None = None
         op_counts = built.op_counts()
         with writer.staging_dir(target) as staging:
@@ -96,8 +98,9 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
             writer.write_json(staging / writer.MANIFEST, manifest)
             with timed("commit"):
                 writer.commit(staging, target)
+        registry.record(target, source.slug)
     size = sum(p.stat().st_size for p in target.iterdir())
-    return ConvertResult(target, built.head.name, flavor, precision, size, op_counts, report, timings)
+    return ConvertResult(target, built.head.name, flavor, precision, size, op_counts, report, timings, replaced)
 
 
 def verify_export(export_dir: Path, reference: str = "auto") -> ParityReport:
