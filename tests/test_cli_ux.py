@@ -254,19 +254,20 @@ def test_out_dash_streams_jsonl_to_stdout(base_export, tmp_path) -> None:
 def test_out_dash_emits_rows_before_input_ends(base_export) -> None:
     """Rows come out while stdin is still open: two windows in, the first window's rows are out."""
     window = 2048
-    proc = subprocess.Popen([MBEXPORT, "embed", str(base_export), "-", "--out", "-"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(b"".join(b"text %d\n" % i for i in range(2 * window + 1)))
-    proc.stdin.flush()
-    got: list[bytes] = []
-    reader = threading.Thread(target=lambda: got.extend(proc.stdout.readline() for _ in range(window)))  # type: ignore[union-attr]
-    reader.start()
-    reader.join(timeout=300)
-    assert not reader.is_alive() and json.loads(got[-1])["id"] == window  # stdin still open here
-    proc.stdin.close()
-    rest = proc.stdout.read().splitlines()
-    assert proc.wait(timeout=300) == 0
+    with subprocess.Popen([MBEXPORT, "embed", str(base_export), "-", "--out", "-"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        stdout = proc.stdout
+        proc.stdin.write(b"".join(b"text %d\n" % i for i in range(2 * window + 1)))
+        proc.stdin.flush()
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.extend(stdout.readline() for _ in range(window)))
+        reader.start()
+        reader.join(timeout=300)
+        assert not reader.is_alive() and json.loads(got[-1])["id"] == window  # stdin still open here
+        proc.stdin.close()
+        rest = stdout.read().splitlines()
+        assert proc.wait(timeout=300) == 0
     assert [json.loads(line)["id"] for line in got + rest] == list(range(1, 2 * window + 2))
 
 
