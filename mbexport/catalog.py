@@ -48,6 +48,7 @@ __all__ = [
     "entries",
     "local_status",
     "resolve",
+    "training_steps",
 ]
 
 MULTIBERTS_SEEDS = tuple(range(25))
@@ -105,6 +106,8 @@ class CatalogEntry:
     name: str  # the canonical spelling: "seed_1 step_200k", "earlyberts-seed1 step7000", ...
     repo_id: str
     revision: str | None = None
+    seed: int | None = None  # MultiBERTs / EarlyBERTs seed; None for Google BERT
+    step: int | None = None  # training steps of an intermediate checkpoint; None for a final one
 
     @property
     def source(self) -> Source:
@@ -116,7 +119,8 @@ class LocalStatus:
     """What of an entry is on this machine."""
 
     cached: bool  # config and weights are in the HF cache
-    export_dir: Path | None  # an export directory holding a manifest, if any
+    export_dir: Path | None  # an export directory holding a manifest, if any (the first of export_dirs)
+    export_dirs: tuple[Path, ...] = ()  # every one: under the export root, and recorded in the registry
 
     @property
     def exported(self) -> bool:
@@ -162,6 +166,12 @@ def _parse_step(text: str, *, what: str) -> tuple[int, bool]:
     if not m:
         raise CatalogError(f"{what}: cannot read step {text!r}; write it as step_200k, 200k or step_200000")
     return int(m["n"]), bool(m["k"])
+
+
+def training_steps(text: str) -> int:
+    """A step as people write it (``step_200k``, ``200k``, ``step7000``, ``7000``) -> training steps (200000, 7000)."""
+    number, thousands = _parse_step(text, what="--step")
+    return number * 1000 if thousands else number
 
 
 def _multiberts(seed: int, step_text: str | None, revision: str | None) -> Source:
@@ -318,25 +328,30 @@ _GRAMMAR = (
 def entries() -> list[CatalogEntry]:
     """Every published checkpoint the catalogue knows, in a stable order."""
     out = [
-        CatalogEntry("MultiBERTs", f"seed_{s}", f"google/multiberts-seed_{s}") for s in MULTIBERTS_SEEDS
+        CatalogEntry("MultiBERTs", f"seed_{s}", f"google/multiberts-seed_{s}", seed=s) for s in MULTIBERTS_SEEDS
     ]
     for s in MULTIBERTS_INTERMEDIATE_SEEDS:
         for k in (MULTIBERTS_INIT_STEP, *MULTIBERTS_STEPS):
             family = "MultiBERTs init" if k == MULTIBERTS_INIT_STEP else "MultiBERTs intermediate"
-            out.append(CatalogEntry(family, f"seed_{s} step_{k}k", f"google/multiberts-seed_{s}-step_{k}k"))
+            out.append(CatalogEntry(family, f"seed_{s} step_{k}k", f"google/multiberts-seed_{s}-step_{k}k",
+                                    seed=s, step=k * 1000))
     for s in EARLYBERTS_SEEDS:
         for n in EARLYBERTS_STEPS:
             out.append(
-                CatalogEntry("EarlyBERTs", f"earlyberts-seed{s} step{n}", f"personads/earlyberts-seed{s}", f"step{n}")
+                CatalogEntry("EarlyBERTs", f"earlyberts-seed{s} step{n}", f"personads/earlyberts-seed{s}", f"step{n}",
+                             seed=s, step=n)
             )
     out += [CatalogEntry("Google BERT", name, repo) for name, repo in GOOGLE_BERT.items()]
     return out
 
 
 def local_status(entry: CatalogEntry | Source, export_root: Path | None = None) -> LocalStatus:
-    """Whether ``entry`` is in the HF cache (config + a weight file; no network) and/or exported
-    under ``export_root`` (``export_root/<slug>/mbexport.json`` or ``export_root/<slug>/*/mbexport.json``)."""
+    """Whether ``entry`` is in the HF cache (config + a weight file; no network) and/or exported:
+    under ``export_root`` (``export_root/<slug>/mbexport.json`` or ``export_root/<slug>/*/mbexport.json``)
+    or anywhere convert recorded it in the registry (``$MBEXPORT_HOME/exports.json``)."""
     from huggingface_hub import try_to_load_from_cache
+
+    from mbexport import registry
 
     from mbexport.sources.hf_dir import WEIGHT_FILES
     from mbexport.sources.hub import hub_cache_dir
@@ -351,11 +366,13 @@ def local_status(entry: CatalogEntry | Source, export_root: Path | None = None) 
             return isinstance(found, str)
 
         cached = hit("config.json") and any(hit(f) for f in WEIGHT_FILES)
-    export_dir = None
+    found: list[Path] = []
     if export_root is not None:
         root = Path(export_root) / source.slug
         manifests = [root / "mbexport.json"] if (root / "mbexport.json").is_file() else []
         if not manifests and root.is_dir():  # one export per head/flavor/precision below the slug
             manifests = sorted(root.glob("*/mbexport.json"))
-        export_dir = manifests[0].parent if manifests else None
-    return LocalStatus(cached=cached, export_dir=export_dir)
+        found = [m.parent for m in manifests]
+    known = {p.resolve() for p in found}
+    found += [p for p in registry.exports_of(source.slug) if p not in known]
+    return LocalStatus(cached=cached, export_dir=found[0] if found else None, export_dirs=tuple(found))

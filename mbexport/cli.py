@@ -20,12 +20,13 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mbexport.errors import MbexportError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="BERT checkpoints to fast, verified ONNX exports, and embeddings from them.")
 console = Console(stderr=True)
 # Piped output (logs, tests, scripts) gets room for whole names instead of rich's 80 columns.
@@ -47,9 +48,19 @@ STAGE_LABELS = {"load": "Loading checkpoint", "build": "Building ONNX graph", "w
 _debug = False  # set by --debug
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mbexport import __version__
+
+        print(f"mbexport {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks (also: MBEXPORT_DEBUG=1)")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print mbexport's version and exit")] = False,
 ) -> None:
     """BERT checkpoints to fast, verified ONNX exports, and embeddings from them."""
     global _debug
@@ -58,8 +69,8 @@ def _global_options(
 
 @app.command()
 def convert(
-    name: Annotated[str, typer.Argument(help="seed_1, 'seed_1 step_200k', earlyberts-seed1, org/name, a directory or a TF checkpoint")],
-    step: Annotated[Optional[str], typer.Argument(help="step_200k / 200k (MultiBERTs) or step7000 (EarlyBERTs)")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="seed_1, 'seed_1 step_200k', earlyberts-seed1, org/name, a directory or a TF checkpoint")],
+    step: Annotated[Optional[str], typer.Argument(metavar="STEP", help="step_200k / 200k (MultiBERTs) or step7000 (EarlyBERTs)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="export directory (default: $MBEXPORT_HOME/exports/...)")] = None,
     head: Annotated[Head, typer.Option(help="the model head to export (auto: the checkpoint's own)")] = "auto",
     precision: Annotated[Precision, typer.Option(help="int8: dynamic quantization, CPU")] = "fp32",
@@ -76,7 +87,7 @@ def convert(
         result = convert_detailed(name, step, out=out, head=head, precision=precision, flavor=flavor, parity=parity,
                                   revision=revision, local=from_path, stage=stage, label=label)
     table = Table(title="mbexport convert", show_header=False)
-    table.add_row("export", str(result.path))
+    table.add_row("export", str(result.path) + (" (replaced an existing export there)" if result.replaced else ""))
     table.add_row("head / flavor / precision", f"{result.head} / {result.flavor} / {result.precision}")
     table.add_row("size", f"{result.bytes / 1e6:.1f} MB")
     fused = {k: v for k, v in result.op_counts.items()
@@ -90,27 +101,62 @@ def convert(
 @app.command("list")
 def list_catalog(
     family: Annotated[Optional[str], typer.Option(help="multiberts | earlyberts | google (a prefix of the family)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="only this seed (MultiBERTs, EarlyBERTs)")] = None,
+    step: Annotated[Optional[str], typer.Option(help="only this step: 200k, step_200k, step7000, or final")] = None,
+    cached: Annotated[bool, typer.Option("--cached", help="only checkpoints in the HF cache")] = False,
+    exported: Annotated[bool, typer.Option("--exported", help="only checkpoints exported here or recorded by convert")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="a JSON array of entries with local status and export paths")] = False,
 ) -> None:
-    """The checkpoint catalogue, with what is in the HF cache or exported here."""
-    from mbexport.catalog import entries, local_status
+    """The checkpoint catalogue, with what is in the HF cache or exported (anywhere convert wrote it)."""
+    from mbexport.catalog import entries, local_status, training_steps
     from mbexport.converter import export_home
 
-    table = Table(title="mbexport catalogue")
-    for column in ("family", "name", "repo", "revision", "cached", "exported"):
-        table.add_column(column)
+    steps = None if step is None or step.lower() == "final" else training_steps(step)
     home = export_home()
+    rows = []
     for entry in entries():
-        if family and not entry.family.lower().startswith(family.lower()):
+        if ((family and not entry.family.lower().startswith(family.lower())) or (seed is not None and entry.seed != seed)
+                or (step is not None and (entry.step != steps or entry.seed is None))):
             continue
         status = local_status(entry, home)
+        if (cached and not status.cached) or (exported and not status.exported):
+            continue
+        rows.append((entry, status))
+    if as_json:
+        print(json.dumps([{"family": e.family, "name": e.name, "repo_id": e.repo_id, "revision": e.revision,
+                           "seed": e.seed, "step": e.step, "cached": s.cached,
+                           "exports": [str(p) for p in s.export_dirs]} for e, s in rows], indent=2))
+        return
+    # Long names fold inside their cell on a narrow terminal instead of being cut to "…".
+    table = Table(title="mbexport catalogue")
+    for column in ("family", "name", "repo", "revision", "cached", "exported"):
+        table.add_column(column, overflow="fold")
+    for entry, status in rows:
         table.add_row(entry.family, entry.name, entry.repo_id, entry.revision or "main",
-                      "yes" if status.cached else "", "yes" if status.exported else "")
-    out_console.print(table)
+                      "yes" if status.cached else "", _exported_cell(len(status.export_dirs)))
+    _print_unfolded(table)
+
+
+def _exported_cell(count: int) -> str:
+    """``yes`` for one export, ``yes (3)`` for several (``--json`` lists their paths)."""
+    return "" if not count else "yes" if count == 1 else f"yes ({count})"
+
+
+def _print_unfolded(table: Table) -> None:
+    """On a terminal, fit ``table`` to it; piped, print it at its natural width whatever COLUMNS says,
+    so every row is one whole line for grep and awk."""
+    if out_console.is_terminal:
+        out_console.print(table)
+        return
+    from rich.measure import Measurement
+
+    wide = Console(width=1_000_000)
+    Console(width=Measurement.get(wide, wide.options, table).maximum).print(table)
 
 
 @app.command("parity")
 def parity_command(
-    export_dir: Annotated[Path, typer.Argument(help="an export directory")],
+    export_dir: Annotated[Path, typer.Argument(metavar="EXPORT_DIR", help="an export directory")],
     reference: Annotated[Reference, typer.Option(help="the parity reference")] = "auto",
 ) -> None:
     """Re-check an export against its source checkpoint; exit 1 beyond tolerance."""
@@ -132,18 +178,28 @@ def parity_command(
 
 
 @app.command()
-def info(export_dir: Annotated[Path, typer.Argument(help="an export directory")]) -> None:
-    """Print an export's manifest."""
+def info(
+    export_dir: Annotated[Path, typer.Argument(metavar="EXPORT_DIR", help="an export directory")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the manifest (mbexport.json) as JSON")] = False,
+) -> None:
+    """Summarise an export: source, weights, graph, and the parity figures with their gates."""
     from mbexport.export.manifest import read_manifest
 
-    out_console.print_json(json.dumps(read_manifest(export_dir)))
+    manifest = read_manifest(export_dir)
+    if as_json:
+        out_console.print_json(json.dumps(manifest))
+        return
+    from mbexport.info import parity_table, summary_table
+
+    out_console.print(summary_table(export_dir, manifest))
+    out_console.print(parity_table(manifest["parity"]))
 
 
 @app.command()
 def embed(
-    export_dir: Annotated[Path, typer.Argument(help="an export directory (mbexport convert ... --head base)")],
+    export_dir: Annotated[Path, typer.Argument(metavar="EXPORT_DIR", help="an export directory (mbexport convert ... --head base)")],
     input_path: Annotated[str, typer.Argument(metavar="INPUT", help=".txt (a text per line), .jsonl, or - for stdin")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="output .npy (rows in input order) or .jsonl (id + embedding)")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="output .npy (rows in input order), .jsonl (id + embedding), or - for JSONL on stdout")],
     field: Annotated[Optional[str], typer.Option(help="JSONL field holding the text (default: text)")] = None,
     pooling: Annotated[Optional[Pooling], typer.Option(help="how token vectors become one vector per text (default: what the model says, else cls)")] = None,
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalize each vector (default: what the model says, else no)")] = None,
@@ -153,38 +209,45 @@ def embed(
     threads: Annotated[Optional[int], typer.Option(min=1, help="onnxruntime intra-op threads (default: all cores)")] = None,
     skip_bad_lines: Annotated[bool, typer.Option("--skip-bad-lines", help="skip (and count) lines that are not UTF-8/JSON")] = False,
 ) -> None:
-    """Embed every text of INPUT into --out; the output appears only when complete."""
+    """Embed every text of INPUT into --out; a file appears only when complete, --out - streams JSONL."""
     import collections
     import time
 
     from mbexport.runtime import Embedder
-    from mbexport.runtime.files import AtomicOutput, ReadCounts, read_texts
+    from mbexport.runtime.files import AtomicOutput, JsonlStream, ReadCounts, count_lines, read_texts
 
     embedder = Embedder(export_dir, device=device, pooling=pooling, normalize=normalize, max_length=max_length,
                         batch_tokens=batch_tokens, threads=threads)
+    to_stdout = str(out) == "-"
+    writer = JsonlStream(sys.stdout) if to_stdout else AtomicOutput(out, embedder.hidden_size, skip_bad_lines)
     counts = ReadCounts()
-    ids: collections.deque = collections.deque()
+    pending: collections.deque = collections.deque()  # (id, input line) of texts read but not yet embedded
 
     def texts() -> Iterator[str]:
         for record_id, text in read_texts(input_path, field, skip_bad_lines, counts):
-            ids.append(record_id)
+            pending.append((record_id, counts.lines))
             yield text
 
     stats = embedder.stats
     started = time.perf_counter()
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,.0f} texts"),
-                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
-                        disable=not console.is_terminal)
-    with AtomicOutput(out, embedder.hidden_size) as writer, progress:
-        task = progress.add_task("Embedding", total=None, rate="")
+    progress = _embed_progress()
+    # A file's lines are counted first (one pass at disk speed) so progress has a total; stdin has none.
+    total = count_lines(input_path) if console.is_terminal and Path(input_path).is_file() else None
+    with writer, progress:
+        task = progress.add_task("Embedding", total=total, done="", rate="")
         for chunk in embedder.embed_iter(texts()):
-            writer.write([ids.popleft() for _ in range(len(chunk))], chunk)
+            done = [pending.popleft() for _ in range(len(chunk))]
+            writer.write([record_id for record_id, _ in done], chunk, [number for _, number in done])
             elapsed = max(time.perf_counter() - started, 1e-9)
-            progress.update(task, completed=stats.texts,
-                            rate=f"{stats.texts / elapsed:,.0f} texts/s, {stats.tokens / elapsed:,.0f} tokens/s")
+            line = done[-1][1] if done else 0
+            progress.update(task, completed=line, done=f"{line:,}/{total:,} lines" if total else f"{line:,} lines",
+                            rate=f"{stats.texts / elapsed:,.0f} texts/s")
     elapsed = max(time.perf_counter() - started, 1e-9)
     table = Table(title="mbexport embed", show_header=False)
-    table.add_row("output", f"{out} ({writer.rows} x {embedder.hidden_size} float32)")
+    where = "<stdout> (JSONL)" if to_stdout else str(out)
+    table.add_row("output", f"{where} ({writer.rows} x {embedder.hidden_size} float32)")
+    if isinstance(writer, AtomicOutput) and writer.sidecar is not None:
+        table.add_row("input lines", f"{writer.sidecar} (int64: the input line of each row)")
     table.add_row("texts / tokens", f"{stats.texts:,} / {stats.tokens:,} (padding {stats.padded_tokens - stats.tokens:,})")
     table.add_row("truncated", f"{stats.truncated:,} texts longer than {embedder.max_length} tokens")
     skipped = f"{counts.skipped:,} bad lines"
@@ -194,11 +257,18 @@ def embed(
                            ("max length", embedder.max_length)):
         table.add_row(setting, f"{value} (from {embedder.origins[setting.replace(' ', '_')]})")
     table.add_row("speed", f"{elapsed:.2f} s, {stats.texts / elapsed:,.0f} texts/s, {stats.tokens / elapsed:,.0f} tokens/s")
-    out_console.print(table)
+    (console if to_stdout else out_console).print(table)
+
+
+def _embed_progress() -> Progress:
+    """Lines done (of the total when known), rate, elapsed and ETA; on stderr, and only on a terminal."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=10), TextColumn("{task.fields[done]}"),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=console, disable=not console.is_terminal)
 
 
 @app.command("inspect-ckpt")
-def inspect_ckpt(path: Annotated[Path, typer.Argument(help="TF checkpoint directory or prefix")]) -> None:
+def inspect_ckpt(path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="TF checkpoint directory or prefix")]) -> None:
     """List a TensorFlow checkpoint's tensors (name, dtype, shape) without TensorFlow."""
     from mbexport.sources.tf_checkpoint import list_tensors
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mbexport import registry
 from mbexport.catalog import Source, resolve
 from mbexport.errors import CatalogError, ExportDirError, ExportError, MbexportError, ParityError
 from mbexport.export import manifest as manifest_mod
@@ -40,6 +41,7 @@ class ConvertResult:
     op_counts: dict[str, int]
     parity: ParityReport | None
     seconds: dict[str, float]
+    replaced: bool = False  # ``path`` held an export before this convert replaced it
 
 
 def export_home() -> Path:
@@ -85,6 +87,7 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
     with writer.export_lock(target), _write_errors(target):
         writer.recover(target)
         writer.check_replaceable(target)
+        replaced = (target / writer.MANIFEST).is_file()
         quantization: dict[str, Any] | None = None
         op_counts = built.op_counts()
         with writer.staging_dir(target) as staging:
@@ -106,8 +109,9 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
             writer.write_json(staging / writer.MANIFEST, manifest)
             with timed("commit"):
                 writer.commit(staging, target)
+        registry.record(target, source.slug)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-    return ConvertResult(target, built.head.name, flavor, precision, size, op_counts, report, timings)
+    return ConvertResult(target, built.head.name, flavor, precision, size, op_counts, report, timings, replaced)
 
 
 def verify_export(export_dir: Path, reference: str = "auto") -> ParityReport:

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +43,14 @@ _TINY_WORDS = (
 )
 
 MBEXPORT = shutil.which("mbexport", path=str(Path(sys.executable).parent)) or "mbexport"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_mbexport_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every convert records its export under $MBEXPORT_HOME: keep the tests' records out of the user's home."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MBEXPORT_HOME", str(tmp_path_factory.mktemp("mbexport_home")))
+        yield
 
 
 def run_mbexport(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:

@@ -88,7 +88,7 @@ def test_earlyberts_revision_converts(tiny_checkpoint, hf_cache, tmp_path):
 
 def test_info_and_parity_commands(existing_export, multiberts_cache, tmp_path):
     env = offline_env(multiberts_cache, tmp_path)
-    info = run("info", str(existing_export), env=env)
+    info = run("info", str(existing_export), "--json", env=env)
     assert info.returncode == 0 and '"head": "pretraining"' in info.stdout
     parity = run("parity", str(existing_export), env=env)
     assert parity.returncode == 0, parity.stderr

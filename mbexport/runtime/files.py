@@ -101,14 +101,33 @@ def _check_id(value: Any) -> Any:
     return value
 
 
+def sidecar_path(path: Path) -> Path:
+    """``vectors.npy`` -> ``vectors.lines.npy``: row i of the output came from input line ``lines[i]`` (1-based)."""
+    return path.with_name(f"{path.stem}.lines.npy")
+
+
+def count_lines(path: str) -> int:
+    """Lines ``read_texts`` will number in ``path``: newlines counted in 1 MiB blocks (disk speed),
+    plus a last line without one."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
 class AtomicOutput:
     """Embedding rows to ``.npy`` or ``.jsonl``, committed by rename; a context manager.
 
-    ``with AtomicOutput(path, hidden) as out: out.write(ids, rows)``; leaving the block by an
-    exception removes the temporary file and leaves any previous ``path`` untouched.
+    ``with AtomicOutput(path, hidden) as out: out.write(ids, rows, lines)``; leaving the block by an
+    exception removes the temporary files and leaves any previous ``path`` untouched. With
+    ``line_sidecar`` a ``.npy`` output gets ``sidecar_path(path)`` (int64, the input line of each
+    row), renamed into place just before the output itself; a ``.npy`` written without one removes
+    a stale sidecar of a previous run, which would describe other rows.
     """
 
-    def __init__(self, path: Path, hidden: int) -> None:
+    def __init__(self, path: Path, hidden: int, line_sidecar: bool = False) -> None:
         self.path = Path(path)
         self.format = self.path.suffix.lower().lstrip(".")
         if self.format not in ("npy", "jsonl"):
@@ -119,35 +138,34 @@ class AtomicOutput:
             raise InputFileError(f"{path}: directory {self.path.parent} does not exist")
         self.hidden = hidden
         self.rows = 0
+        self.sidecar = sidecar_path(self.path) if line_sidecar and self.format == "npy" else None
         self._file: IO[bytes] | None = None
         self._tmp: Path | None = None
+        self._lines: IO[bytes] | None = None
+        self._lines_tmp: Path | None = None
 
     def __enter__(self) -> AtomicOutput:  # noqa: PYI034
-        # Not mkstemp: its 0600 would ignore the umask; O_EXCL with a random name is as safe.
-        tmp = self.path.parent / f".{self.path.name}.{secrets.token_hex(6)}.partial"
         with self._os_errors():
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-            self._tmp = tmp
-            self._file = os.fdopen(fd, "wb")
+            self._file, self._tmp = _partial(self.path)
             if self.format == "npy":
                 self._file.write(b"\0" * NPY_HEADER_BYTES)
+            if self.sidecar is not None:
+                self._lines, self._lines_tmp = _partial(self.sidecar)
+                self._lines.write(b"\0" * NPY_HEADER_BYTES)
         return self
 
-    def write(self, ids: list[Any], rows: np.ndarray) -> None:
+    def write(self, ids: list[Any], rows: np.ndarray, lines: list[int] | None = None) -> None:
         assert self._file is not None, "write() outside the with block"
         rows = np.ascontiguousarray(rows, dtype="<f4")
         if self.format == "npy":
             data = rows.tobytes()
         else:
-            if not np.isfinite(rows).all():
-                bad = ids[int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])]
-                raise OutputFileError(f"{self.path}: the embedding of id {bad!r} is not finite (NaN/Inf), which "
-                                      "JSON cannot hold; write .npy, or check the export with mbexport parity")
-            lines = [json.dumps({"id": i, "embedding": row}, separators=(",", ":"), allow_nan=False)
-                     for i, row in zip(ids, rows.tolist())]
-            data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+            data = jsonl_rows(ids, rows, self.path).encode("utf-8")
         with self._os_errors():
             self._file.write(data)
+            if self._lines is not None:
+                assert lines is not None and len(lines) == len(rows), "a line number per row"
+                self._lines.write(np.asarray(lines, dtype="<i8").tobytes())
         self.rows += len(rows)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -156,20 +174,25 @@ class AtomicOutput:
         try:
             if exc_type is None:
                 with self._os_errors():
-                    if self.format == "npy":
-                        self._file.seek(0)
-                        self._file.write(_npy_header((self.rows, self.hidden)))
-                    self._file.flush()
-                    os.fsync(self._file.fileno())
-                    self._file.close()
+                    if self._lines is not None:
+                        _finish(self._lines, _npy_header((self.rows,), "<i8"))
+                    _finish(self._file, _npy_header((self.rows, self.hidden)) if self.format == "npy" else None)
+                    if self.sidecar is not None and self._lines_tmp is not None:
+                        os.replace(self._lines_tmp, self.sidecar)
+                        self._lines_tmp = None
+                    elif self.format == "npy":
+                        sidecar_path(self.path).unlink(missing_ok=True)
                     os.replace(self._tmp, self.path)
                     self._tmp = None
         finally:
-            with contextlib.suppress(OSError):  # a failed run: its buffered tail need not reach the disk
-                self._file.close()
-            if self._tmp is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._tmp)
+            for file in (self._file, self._lines):
+                if file is not None:
+                    with contextlib.suppress(OSError):  # a failed run: its buffered tail need not reach the disk
+                        file.close()
+            for tmp in (self._tmp, self._lines_tmp):
+                if tmp is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
 
     @contextlib.contextmanager
     def _os_errors(self) -> Iterator[None]:
@@ -181,9 +204,61 @@ class AtomicOutput:
                                   "another --out") from None
 
 
-def _npy_header(shape: tuple[int, int]) -> bytes:
-    """An NPY 1.0 header for little-endian float32 C-order ``shape``, exactly NPY_HEADER_BYTES long."""
-    text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape[0]}, {shape[1]}), }}"
+class JsonlStream:
+    """``--out -``: rows as JSONL on a stream (stdout), flushed as they are computed, in input order.
+    Same interface as ``AtomicOutput``; nothing to commit, since a stream cannot be taken back."""
+
+    format = "jsonl"
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.rows = 0
+
+    def __enter__(self) -> JsonlStream:  # noqa: PYI034
+        return self
+
+    def write(self, ids: list[Any], rows: np.ndarray, lines: list[int] | None = None) -> None:
+        self.stream.write(jsonl_rows(ids, np.asarray(rows, dtype="<f4")))
+        self.stream.flush()
+        self.rows += len(rows)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.flush()
+
+
+def jsonl_rows(ids: list[Any], rows: np.ndarray, destination: Path | str = "<stdout>") -> str:
+    """``{"id": ..., "embedding": [...]}`` per row, one a line; always valid JSON (no NaN/Infinity)."""
+    if not np.isfinite(rows).all():
+        bad = ids[int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])]
+        raise OutputFileError(f"{destination}: the embedding of id {bad!r} is not finite (NaN/Inf), which "
+                              "JSON cannot hold; write .npy, or check the export with mbexport parity")
+    return "".join(json.dumps({"id": i, "embedding": row}, separators=(",", ":"), allow_nan=False) + "\n"
+                   for i, row in zip(ids, rows.tolist()))
+
+
+def _partial(path: Path) -> tuple[IO[bytes], Path]:
+    """A temporary file beside ``path`` (same filesystem, so renaming it into place is atomic).
+
+    Not mkstemp: its 0600 would ignore the umask; O_EXCL with a random name is as safe."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.partial"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    return os.fdopen(fd, "wb"), tmp
+
+
+def _finish(file: IO[bytes], header: bytes | None) -> None:
+    """Write the final ``.npy`` header (when given), flush, fsync and close."""
+    if header is not None:
+        file.seek(0)
+        file.write(header)
+    file.flush()
+    os.fsync(file.fileno())
+    file.close()
+
+
+def _npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
+    """An NPY 1.0 header for little-endian C-order ``shape`` of ``descr``, exactly NPY_HEADER_BYTES long."""
+    dims = f"({shape[0]},)" if len(shape) == 1 else f"({', '.join(map(str, shape))})"
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}"
     prefix = 10  # magic (6) + version (2) + header length (2)
     body = text.ljust(NPY_HEADER_BYTES - prefix - 1) + "\n"
     header = b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1")
