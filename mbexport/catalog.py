@@ -352,7 +352,6 @@ def local_status(entry: CatalogEntry | Source, export_root: Path | None = None) 
     from huggingface_hub import try_to_load_from_cache
 
     from mbexport import registry
-
     from mbexport.sources.hf_dir import WEIGHT_FILES
     from mbexport.sources.hub import hub_cache_dir
 
