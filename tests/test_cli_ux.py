@@ -251,6 +251,20 @@ def test_out_dash_streams_jsonl_to_stdout(base_export, tmp_path) -> None:
     assert "mbexport embed" in streamed.stderr and "<stdout>" in streamed.stderr
 
 
+def test_out_dash_into_a_closed_pipe_stops_quietly(base_export, tmp_path) -> None:
+    """`embed --out - | head -1`: the reader leaves early; the embed stops quietly (click's EPIPE handling:
+    exit 1, nothing on stderr), no traceback."""
+    source = write_lines(tmp_path / "in.txt", [b"text %d" % i for i in range(5000)])
+    with subprocess.Popen([MBEXPORT, "embed", str(base_export), str(source), "--out", "-"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, cwd=tmp_path) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=300) == 1, stderr
+    assert "Traceback" not in stderr and "error" not in stderr.lower(), stderr
+
+
 def test_out_dash_emits_rows_before_input_ends(base_export) -> None:
     """Rows come out while stdin is still open: two windows in, the first window's rows are out."""
     window = 2048
