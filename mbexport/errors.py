@@ -66,3 +66,7 @@ class CudaUnavailableError(MbexportError, RuntimeError):
 
 class InputFileError(MbexportError, ValueError):
     """An input file for ``mbexport embed`` that cannot be read (bad UTF-8, bad JSON, missing field)."""
+
+
+class MissingExtraError(MbexportError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
