@@ -120,22 +120,22 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 # -- correct answers -------------------------------------------------------------------------
 
 def test_openai_client_equals_embedder(server: Server, reference: Callable[..., np.ndarray], minilm_dir: Path) -> None:
-    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
-    expected = reference(TEXTS)
-    hf = tokenizers.Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
-    hf.no_padding()  # the file pads to 128; count real tokens
-    tokens = sum(len(hf.encode(t).ids) for t in TEXTS)
-    # Left out, encoding_format is base64: the client asks for it and decodes it (little-endian float32).
-    for options in ({"encoding_format": "float"}, {}):
-        result = client.embeddings.create(model="minilm", input=TEXTS, **options)
-        assert [d.index for d in result.data] == list(range(len(TEXTS)))
-        got = np.array([d.embedding for d in result.data])
-        assert got.shape == (len(TEXTS), 384)
-        assert min_cosine(got, expected) >= 0.9999
-        assert result.model == "minilm"
-        assert result.usage.prompt_tokens == result.usage.total_tokens == tokens
-    single = client.embeddings.create(model="minilm", input=TEXTS[0])
-    assert len(single.data) == 1 and min_cosine(np.array([single.data[0].embedding]), expected[:1]) >= 0.9999
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120) as client:
+        expected = reference(TEXTS)
+        hf = tokenizers.Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+        hf.no_padding()  # the file pads to 128; count real tokens
+        tokens = sum(len(hf.encode(t).ids) for t in TEXTS)
+        # Left out, encoding_format is base64: the client asks for it and decodes it (little-endian float32).
+        for options in ({"encoding_format": "float"}, {}):
+            result = client.embeddings.create(model="minilm", input=TEXTS, **options)
+            assert [d.index for d in result.data] == list(range(len(TEXTS)))
+            got = np.array([d.embedding for d in result.data])
+            assert got.shape == (len(TEXTS), 384)
+            assert min_cosine(got, expected) >= 0.9999
+            assert result.model == "minilm"
+            assert result.usage.prompt_tokens == result.usage.total_tokens == tokens
+        single = client.embeddings.create(model="minilm", input=TEXTS[0])
+        assert len(single.data) == 1 and min_cosine(np.array([single.data[0].embedding]), expected[:1]) >= 0.9999
 
 
 def test_base64_is_little_endian_float32(server: Server, reference: Callable[..., np.ndarray]) -> None:
