@@ -83,8 +83,12 @@ class Served:
     coalescer: Coalescer
 
 
-def create_app(embedders: dict[str, Embedder], limits: ServeLimits = ServeLimits(),
-               batch_limits: BatchLimits = BatchLimits()) -> Starlette:
+DEFAULT_LIMITS = ServeLimits()
+DEFAULT_BATCH_LIMITS = BatchLimits()
+
+
+def create_app(embedders: dict[str, Embedder], limits: ServeLimits = DEFAULT_LIMITS,
+               batch_limits: BatchLimits = DEFAULT_BATCH_LIMITS) -> Starlette:
     """The service over ``embedders`` (name -> Embedder; the first is the default model)."""
     if not embedders:
         raise ValueError("create_app needs at least one Embedder")

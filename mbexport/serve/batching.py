@@ -125,7 +125,7 @@ class Coalescer:
             jobs = self._take()
             try:
                 rows = await loop.run_in_executor(self._worker, self._embed, jobs)
-            except Exception as error:  # a failing batch fails its own requests, never the loop
+            except Exception as error:  # noqa: BLE001 - a failing batch fails its own requests, never the loop
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(error)
