@@ -280,6 +280,45 @@ def inspect_ckpt(path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help
     out_console.print(table)
 
 
+@app.command()
+def serve(
+    export_dirs: Annotated[list[Path], typer.Argument(metavar="EXPORT_DIR...", help="export directories (--head base)")],
+    name: Annotated[Optional[list[str]], typer.Option(help="model name per export, in order (default: the directory's name)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
+    pooling: Annotated[Optional[str], typer.Option(help="cls | mean | pooler (default: what the export means)")] = None,
+    normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalize (default: what the export means; TEI requests choose)")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="longest input in tokens (default: the model's)")] = None,
+    batch_tokens: Annotated[Optional[int], typer.Option(help="padded tokens per model batch (default: 2048 CPU, 65536 CUDA)")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: all cores)")] = None,
+    max_inputs: Annotated[int, typer.Option(help="texts per request (413 beyond)")] = 2048,
+    max_body_bytes: Annotated[int, typer.Option(help="request body size (413 beyond)")] = 16 * 1024 * 1024,
+    max_queue: Annotated[int, typer.Option(help="texts waiting per model (429 beyond)")] = 4096,
+    max_batch_requests: Annotated[int, typer.Option(help="requests coalesced into one batch (1: cross-request batching off)")] = 256,
+    max_batch_tokens: Annotated[int, typer.Option(help="real tokens per coalesced batch")] = 16384,
+    batch_wait_ms: Annotated[float, typer.Option(help="how long an idle batcher waits for simultaneous requests")] = 2.0,
+    auto_truncate: Annotated[bool, typer.Option("--auto-truncate", help="truncate over-long texts instead of answering 422")] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve exports over HTTP: OpenAI /v1/embeddings, TEI /embed, /health, /info, /metrics."""
+    if name and len(name) != len(export_dirs):
+        raise typer.BadParameter(f"got {len(name)} --name for {len(export_dirs)} export directories; give one per export")
+    names = name or [d.resolve().name for d in export_dirs]
+    if len(set(names)) != len(names):
+        raise typer.BadParameter(f"model names {names} repeat; give each export its own --name")
+    from mbexport.serve.app import ServeLimits
+    from mbexport.serve.batching import BatchLimits
+    from mbexport.serve.server import load_embedders, run
+
+    given = {"pooling": pooling, "normalize": normalize, "max_length": max_length}
+    embedders = load_embedders(export_dirs, names, device=device, batch_tokens=batch_tokens, threads=threads,
+                               **{k: v for k, v in given.items() if v is not None})
+    run(embedders, host, port, ServeLimits(max_inputs, max_body_bytes, auto_truncate),
+        BatchLimits(max_queue, max_batch_texts=2048, max_batch_tokens=max_batch_tokens,
+                    max_batch_requests=max_batch_requests, wait=batch_wait_ms / 1000), log_level=log_level)
+
+
 @contextmanager
 def _stages() -> Iterator[object]:
     """A rich progress display whose tasks are the pipeline's stages."""

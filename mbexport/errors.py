@@ -81,3 +81,7 @@ class ArgumentError(MbexportError, ValueError):
 
 class OutputFileError(MbexportError, OSError):
     """An output that cannot be written (read-only directory, disk full, a directory in the way)."""
+
+
+class MissingExtraError(MbexportError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""

@@ -152,6 +152,20 @@ class Embedder:
                 self.stats.seconds += time.perf_counter() - started
                 yield chunk
 
+    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Packed int32 ids and int64 cumulative lengths for ``embed_tokenized``; a text longer than
+        ``max_length`` comes back one token longer than it (cut there), so callers can refuse it."""
+        return _encode(self.tokenizer, _check_texts(texts), self.max_length)
+
+    def embed_tokenized(self, ids: np.ndarray, cu: np.ndarray, normalize: bool | None = None) -> np.ndarray:
+        """Rows for texts from ``tokenize`` (over-long ones truncated), in order: lets a server tokenize
+        each request as it arrives and run the texts of many requests as one set of token-budget
+        batches. ``normalize`` overrides the Embedder's for this call."""
+        started = time.perf_counter()
+        out = self._run(self._plan(ids, cu), normalize)
+        self.stats.seconds += time.perf_counter() - started
+        return out
+
     def __repr__(self) -> str:
         return (f"Embedder({str(self.export_dir)!r}, device={self.device!r}, pooling={self.pooling!r}, "
                 f"normalize={self.normalize}, max_length={self.max_length}, batch_tokens={self.batch_tokens})")
@@ -168,11 +182,14 @@ class Embedder:
                 raise TokenizerInputError(f"Embedder: text {start + i} is {type(text).__name__}, "
                                           "not str; pass strings (decode bytes first)")
         ids, cu = _encode(self.tokenizer, texts, self.max_length)
+        return self._plan(ids, cu)
+
+    def _plan(self, ids: np.ndarray, cu: np.ndarray) -> _Window:
         batcher = _native.Batcher(ids, cu, max_length=self.max_length, batch_tokens=self.batch_tokens,
                                   pad_multiple=PAD_MULTIPLE, pad_id=self.pad_id)
-        return _Window(len(texts), batcher)
+        return _Window(len(cu) - 1, batcher)
 
-    def _run(self, window: _Window) -> np.ndarray:
+    def _run(self, window: _Window, normalize: bool | None = None) -> np.ndarray:
         batcher = window.batcher
         out = np.empty((window.size, self.hidden_size), dtype=np.float32)
         batches = self._cuda_batches(batcher) if self._stager is not None else self._cpu_batches(batcher)
@@ -180,7 +197,7 @@ class Embedder:
             if output.dtype != np.float32:
                 output = output.astype(np.float32)
             _native.scatter_rows(pool(output, mask, self.pooling), indices, out)
-        if self.normalize:
+        if self.normalize if normalize is None else normalize:
             l2_normalize(out)
         self.stats.texts += window.size
         self.stats.tokens += batcher.real_tokens

@@ -1,0 +1,327 @@
+"""``mbexport serve`` end to end: the real console script in a subprocess on 127.0.0.1, over
+the real MiniLM export, hit by the official ``openai`` client and plain httpx (TEI style).
+
+References are independent of the server: ``Embedder.embed`` in this process for rows, the
+HF ``tokenizers`` tokenizer for token counts, Prometheus' own text parser for /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import MBEXPORT, run_mbexport
+from mbexport import Embedder
+
+openai = pytest.importorskip("openai")
+prometheus_parser = pytest.importorskip("prometheus_client.parser")
+tokenizers = pytest.importorskip("tokenizers")
+
+MAX_LENGTH = 128
+SERVER_OPTIONS = ("--pooling", "mean", "--normalize", "--max-length", str(MAX_LENGTH))
+TEXTS = [
+    "All human beings are born free and equal in dignity and rights.",
+    "Alle Menschen sind frei und gleich an Würde und Rechten geboren.",
+    "人人生而自由，在尊严和权利上一律平等。",
+    "",
+    "ok",
+    "tokenization of unbelievably antidisestablishmentarianistic words",
+    "The quick brown fox jumps over the lazy dog. " * 8,
+]
+LONG = "The quick brown fox jumps over the lazy dog. " * 40  # ~400 tokens > MAX_LENGTH
+
+
+@pytest.fixture(scope="module")
+def minilm_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mbexport.converter import convert
+
+    return Path(convert(str(minilm_dir), out=tmp_path_factory.mktemp("exp") / "minilm", head="base", parity=False))
+
+
+@pytest.fixture(scope="module")
+def reference(minilm_export: Path) -> Callable[..., np.ndarray]:
+    """texts -> rows from an Embedder in this process, with the server's options."""
+    embedders: dict[bool, Embedder] = {}
+
+    def embed(texts: list[str], normalize: bool = True) -> np.ndarray:
+        if normalize not in embedders:
+            embedders[normalize] = Embedder(minilm_export, pooling="mean", normalize=normalize,
+                                            max_length=MAX_LENGTH, threads=1)
+        return embedders[normalize].embed(texts)
+
+    return embed
+
+
+class Server:
+    """A running ``mbexport serve`` subprocess and its base URL."""
+
+    def __init__(self, export: Path, *options: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([MBEXPORT, "serve", str(export), "--name", "minilm", "--port", str(self.port),
+                                         *SERVER_OPTIONS, *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mbexport serve exited {self.process.returncode}: {self.process.stderr.read()!r}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("mbexport serve did not become healthy in 180 s")
+
+    def metrics(self) -> dict[str, float]:
+        """Prometheus samples as name{labels} -> value, parsed by prometheus_client's own parser."""
+        text = httpx.get(f"{self.url}/metrics", timeout=30).text
+        samples = {}
+        for family in prometheus_parser.text_string_to_metric_families(text):
+            for s in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+                samples[f"{s.name}{{{labels}}}"] = s.value
+        return samples
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=120)
+        finally:
+            self.process.stdout.close()
+            self.process.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def server(minilm_export: Path) -> Iterator[Server]:
+    srv = Server(minilm_export, "--max-inputs", "16", "--max-body-bytes", "65536")
+    yield srv
+    assert srv.stop() == 0
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)).min())
+
+
+# -- correct answers -------------------------------------------------------------------------
+
+def test_openai_client_equals_embedder(server: Server, reference: Callable[..., np.ndarray], minilm_dir: Path) -> None:
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120) as client:
+        expected = reference(TEXTS)
+        hf = tokenizers.Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+        hf.no_padding()  # the file pads to 128; count real tokens
+        tokens = sum(len(hf.encode(t).ids) for t in TEXTS)
+        # Left out, encoding_format is base64: the client asks for it and decodes it (little-endian float32).
+        for options in ({"encoding_format": "float"}, {}):
+            result = client.embeddings.create(model="minilm", input=TEXTS, **options)
+            assert [d.index for d in result.data] == list(range(len(TEXTS)))
+            got = np.array([d.embedding for d in result.data])
+            assert got.shape == (len(TEXTS), 384)
+            assert min_cosine(got, expected) >= 0.9999
+            assert result.model == "minilm"
+            assert result.usage.prompt_tokens == result.usage.total_tokens == tokens
+        single = client.embeddings.create(model="minilm", input=TEXTS[0])
+        assert len(single.data) == 1 and min_cosine(np.array([single.data[0].embedding]), expected[:1]) >= 0.9999
+
+
+def test_base64_is_little_endian_float32(server: Server, reference: Callable[..., np.ndarray]) -> None:
+    import base64
+
+    r = httpx.post(f"{server.url}/v1/embeddings", json={"input": ["ok"], "model": "minilm", "encoding_format": "base64"})
+    row = np.frombuffer(base64.b64decode(r.json()["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(row, reference(["ok"])[0], atol=1e-5)
+
+
+def test_tei_embed_equals_embedder(server: Server, reference: Callable[..., np.ndarray]) -> None:
+    r = httpx.post(f"{server.url}/embed", json={"inputs": TEXTS}, timeout=120)
+    assert r.status_code == 200
+    assert min_cosine(np.array(r.json()), reference(TEXTS)) >= 0.9999
+    raw = np.array(httpx.post(f"{server.url}/embed", json={"inputs": TEXTS, "normalize": False}, timeout=120).json())
+    np.testing.assert_allclose(raw, reference(TEXTS, normalize=False), rtol=1e-4, atol=1e-5)  # not unit length
+    single = httpx.post(f"{server.url}/embed", json={"inputs": "ok"}).json()
+    assert len(single) == 1 and min_cosine(np.array(single), reference(["ok"])) >= 0.9999
+    cut = httpx.post(f"{server.url}/embed", json={"inputs": [LONG], "truncate": True}, timeout=120)
+    assert cut.status_code == 200 and min_cosine(np.array(cut.json()), reference([LONG])) >= 0.9999
+
+
+def test_health_info_metrics(server: Server, minilm_export: Path) -> None:
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+    info = httpx.get(f"{server.url}/info").json()
+    assert info["model_id"] == "minilm" and info["max_client_batch_size"] == 16
+    model = info["models"][0]
+    manifest = json.loads((minilm_export / "mbexport.json").read_text())
+    assert model["hidden_size"] == 384 and model["max_input_length"] == MAX_LENGTH
+    assert model["pooling"] == "mean" and model["normalize"] is True
+    assert model["source"] == manifest["source"]["label"] and model["model"] == manifest["model"]
+    httpx.post(f"{server.url}/embed", json={"inputs": ["a b c"]})
+    metrics = server.metrics()
+    assert metrics["mbexport_requests_total{endpoint=/embed,status=200}"] >= 1
+    assert metrics["mbexport_tokens_total{model=minilm}"] >= 5  # [CLS] a b c [SEP]
+    assert metrics["mbexport_request_seconds_count{endpoint=/embed}"] >= 1
+    assert "mbexport_queue_texts{model=minilm}" in metrics
+    assert metrics["mbexport_batch_requests_count{model=minilm}"] >= 1
+
+
+def test_concurrent_requests_share_batches(server: Server, reference: Callable[..., np.ndarray]) -> None:
+    """N clients sending one text each at once: far fewer than N batches, each gets its own row."""
+    n = 32
+    texts = [f"request number {i} asks for its own embedding" for i in range(n)]
+    before = server.metrics()
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=n)) as client:
+            return await asyncio.gather(*(client.post(f"{server.url}/embed", json={"inputs": t}) for t in texts))
+
+    responses = asyncio.run(fire())
+    assert [r.status_code for r in responses] == [200] * n
+    got = np.array([r.json()[0] for r in responses])
+    assert min_cosine(got, reference(texts)) >= 0.9999  # row i is text i's, not a neighbour's
+    after = server.metrics()
+    key = "mbexport_batches_total{model=minilm}"
+    batches = after[key] - before[key]
+    assert batches <= n / 4, f"{n} concurrent requests ran as {batches} batches"
+
+
+# -- refusals ------------------------------------------------------------------------------
+
+OPENAI_BAD = [  # (body, status, param or None, reason)
+    (b'{"input": "x", "model": ', 400, None, "not valid JSON"),
+    (["x"], 400, None, "JSON object"),
+    ({"input": 3, "model": "minilm"}, 400, "input", "string or a non-empty list"),
+    ({"input": [], "model": "minilm"}, 400, "input", "non-empty"),
+    ({"input": [[101, 2023, 102]], "model": "minilm"}, 400, "input", "token-id inputs are not supported"),
+    ({"input": [1, 2, 3], "model": "minilm"}, 400, "input", "token-id inputs are not supported"),
+    ({"input": "x", "model": "minilm", "dimensions": 64}, 400, "dimensions", "not supported"),
+    ({"input": "x", "model": "minilm", "encoding_format": "int8"}, 400, "encoding_format", "'float' or 'base64'"),
+    ({"input": "x", "model": "gpt-4"}, 404, "model", "does not exist"),
+    ({"input": "x", "model": "minilm", "temperature": 1}, 400, "temperature", "unrecognized"),
+    ({"input": ["x"] * 17, "model": "minilm"}, 413, "input", "limit of 16"),
+    ({"input": ["x" * 70000], "model": "minilm"}, 413, None, "larger than 65536 bytes"),
+    ({"input": ["ok", LONG], "model": "minilm"}, 422, "input", "'input[1]' is longer than the model's 128 tokens"),
+]
+TEI_BAD = [
+    (b"not json", 400, "not valid JSON"),
+    ({"inputs": None}, 422, "string or a non-empty list"),
+    ({"inputs": ["a", 7]}, 422, "'inputs[1]' is int"),
+    ({"inputs": "a", "normalize": "yes"}, 422, "'normalize' must be true or false"),
+    ({"inputs": "a", "prompt_name": "query"}, 422, "unsupported field"),
+    ({"inputs": "a", "truncation_direction": "left"}, 422, "truncation_direction"),
+    ({"inputs": ["a"] * 17}, 413, "limit of 16"),
+    ({"inputs": [LONG]}, 422, "longer than the model's 128 tokens"),
+]
+
+
+def _post(url: str, body: object) -> httpx.Response:
+    if isinstance(body, bytes):
+        return httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=60)
+    return httpx.post(url, json=body, timeout=60)
+
+
+@pytest.mark.parametrize(("body", "status", "param", "reason"), OPENAI_BAD, ids=[c[3] for c in OPENAI_BAD])
+def test_openai_bad_request(server: Server, body: object, status: int, param: str | None, reason: str) -> None:
+    r = _post(f"{server.url}/v1/embeddings", body)
+    assert r.status_code == status
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and reason in error["message"]
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+    ok = httpx.post(f"{server.url}/v1/embeddings", json={"input": "still serving", "model": "minilm"}, timeout=60)
+    assert ok.status_code == 200 and len(ok.json()["data"]) == 1
+
+
+@pytest.mark.parametrize(("body", "status", "reason"), TEI_BAD, ids=[c[2] for c in TEI_BAD])
+def test_tei_bad_request(server: Server, body: object, status: int, reason: str) -> None:
+    r = _post(f"{server.url}/embed", body)
+    assert r.status_code == status
+    assert reason in r.json()["error"] and r.json()["error_type"] == "Validation"
+    assert httpx.post(f"{server.url}/embed", json={"inputs": "still serving"}, timeout=60).status_code == 200
+
+
+def test_bad_requests_mixed_with_good_ones(server: Server, reference: Callable[..., np.ndarray]) -> None:
+    """Bad requests arriving together with good ones are refused alone; the good ones get their rows."""
+    good = [f"good request {i}" for i in range(8)]
+    bad = [{"inputs": [LONG]}, {"inputs": [3]}, {"inputs": ["x"] * 17}, {"inputs": "a", "normalize": 1}]
+
+    async def fire() -> tuple[list[httpx.Response], list[httpx.Response]]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            goods = [client.post(f"{server.url}/embed", json={"inputs": t}) for t in good]
+            bads = [client.post(f"{server.url}/embed", json=b) for b in bad]
+            results = await asyncio.gather(*goods, *bads)
+            return list(results[:len(good)]), list(results[len(good):])
+
+    goods, bads = asyncio.run(fire())
+    assert [r.status_code for r in bads] == [422, 422, 413, 422]
+    assert [r.status_code for r in goods] == [200] * len(good)
+    assert min_cosine(np.array([r.json()[0] for r in goods]), reference(good)) >= 0.9999
+
+
+def test_full_queue_answers_429_then_recovers(minilm_export: Path) -> None:
+    """A 5 s batch wait holds the first request in the queue, so the queue (8 texts) is full."""
+    srv = Server(minilm_export, "--max-queue", "8", "--max-inputs", "8", "--batch-wait-ms", "5000")
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(httpx.post, f"{srv.url}/embed", json={"inputs": ["x"] * 8}, timeout=120)
+            deadline = time.monotonic() + 60
+            while srv.metrics().get("mbexport_queue_texts{model=minilm}") != 8 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            refused = httpx.post(f"{srv.url}/v1/embeddings", json={"input": "y", "model": "minilm"})
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "queue_full"
+            tei = httpx.post(f"{srv.url}/embed", json={"inputs": "y"})
+            assert tei.status_code == 429 and tei.json()["error_type"] == "Overloaded"
+            assert first.result().status_code == 200 and len(first.result().json()) == 8
+        assert httpx.post(f"{srv.url}/embed", json={"inputs": "y"}, timeout=60).status_code == 200
+        assert srv.metrics()["mbexport_rejected_total{model=minilm}"] == 2
+    finally:
+        assert srv.stop() == 0
+
+
+def test_sigterm_drains_accepted_requests(minilm_export: Path, reference: Callable[..., np.ndarray]) -> None:
+    """SIGTERM while accepted requests wait in the batcher: every one is answered with its rows, exit 0."""
+    srv = Server(minilm_export, "--batch-wait-ms", "3000")
+    n = 6
+    texts = [[f"client {i} text {j}: " + "words to embed " * 10 for j in range(8)] for i in range(n)]
+
+    def call(batch: list[str]) -> httpx.Response:
+        with httpx.Client(timeout=120) as client:  # a connection of its own
+            return client.post(f"{srv.url}/embed", json={"inputs": batch})
+
+    try:
+        with ThreadPoolExecutor(n) as pool:
+            futures = [pool.submit(call, batch) for batch in texts]
+            deadline = time.monotonic() + 60
+            while srv.metrics().get("mbexport_requests_in_flight{}") != n and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert srv.metrics()["mbexport_requests_in_flight{}"] == n  # all accepted, none answered yet
+            srv.process.send_signal(signal.SIGTERM)
+            responses = [f.result() for f in futures]
+        assert [r.status_code for r in responses] == [200] * n
+        for batch, r in zip(texts, responses):
+            assert min_cosine(np.array(r.json()), reference(batch)) >= 0.9999
+        assert srv.process.wait(timeout=120) == 0
+        assert b"Application shutdown complete" in srv.process.stderr.read()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{srv.url}/health")
+    finally:
+        srv.stop()
+
+
+def test_invalid_export_fails_fast(tmp_path: Path) -> None:
+    result = run_mbexport("serve", str(tmp_path), "--port", "9")
+    assert result.returncode != 0
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path) in lines[0]
+    assert "mbexport convert" in lines[0]
