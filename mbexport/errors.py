@@ -66,3 +66,11 @@ class CudaUnavailableError(MbexportError, RuntimeError):
 
 class InputFileError(MbexportError, ValueError):
     """An input file for ``mbexport embed`` that cannot be read (bad UTF-8, bad JSON, missing field)."""
+
+
+class SweepError(MbexportError, ValueError):
+    """A sweep or probe that cannot run as asked (options, manifest, dataset, another sweep running)."""
+
+
+class MissingExtraError(MbexportError, ImportError):
+    """A feature whose optional dependencies are not installed (names the pip extra to install)."""
