@@ -475,7 +475,7 @@ def _run_ray(address: str | None, jobs: int) -> Runner:
         if not points:
             return
         if not ray.is_initialized():
-            address_given = address or os.environ.get("RAY_ADDRESS")
+            address_given = address or os.environ.get("RAY_ADDRESS") or None
             ray.init(address=address_given, num_cpus=None if address_given else jobs, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
         task = ray.remote(num_cpus=1)(run_point)
