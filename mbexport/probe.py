@@ -133,9 +133,9 @@ def _sweep_dataset(rows: list[dict[str, Any]], runs: Path) -> Path:
 
 def _fit_predict(embeddings: Path, labels: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
     try:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+        from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+        from sklearn.pipeline import make_pipeline  # type: ignore[import-untyped]
+        from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
     except ImportError:
         raise MissingExtraError(f"mbexport probe needs scikit-learn: {_EXTRA}") from None
     x = np.load(embeddings)
@@ -212,8 +212,8 @@ def _write(report: ProbeReport, out: Path, options: ProbeOptions, data: Path, n_
 def _markdown(report: ProbeReport, header: dict[str, Any]) -> str:
     metric, pct = header["metric"], round(100 * header["confidence"])
     lines = [f"# Probe {metric} per step (Multi-Bootstrap, {pct}% intervals, {header['nboot']} samples)", "",
-             f"{header['probe']} on {header['train_examples']} train / {header['test_examples']} test examples "
-             f"of `{header['dataset']}`.", "",
+             (f"{header['probe']} on {header['train_examples']} train / {header['test_examples']} test examples "
+              f"of `{header['dataset']}`."), "",
              f"| family | step | seeds | {metric} | {pct}% interval |", "|---|---|---|---|---|"]
     lines += [f"| {s['family']} | {s['step']} | {len(s['seeds'])} | {s['mean']:.4f} | [{s['low']:.4f}, {s['high']:.4f}] |"
               for s in report.steps]

@@ -44,7 +44,13 @@ from mbexport.catalog import (
     Source,
     resolve,
 )
-from mbexport.errors import CatalogError, ExportDirError, MbexportError, MissingExtraError, SweepError
+from mbexport.errors import (
+    CatalogError,
+    ExportDirError,
+    MbexportError,
+    MissingExtraError,
+    SweepError,
+)
 
 __all__ = ["GridPoint", "SweepOptions", "SweepResult", "grid", "read_rows", "run_point", "sweep"]
 
