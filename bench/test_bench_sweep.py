@@ -17,10 +17,24 @@ from pathlib import Path
 import pytest
 
 _tests = Path(__file__).parents[1] / "tests"
-sys.path.insert(0, str(_tests))  # the tests' fixture modules (conftest helpers, research_fixture)
-_spec = importlib.util.spec_from_file_location("research_fixture", _tests / "research_fixture.py")
-research_fixture = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(research_fixture)
+sys.path.insert(0, str(_tests))  # skip_guard, imported by the tests' conftest
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# research_fixture imports the tests' conftest helpers by the name "conftest", which here is bench's own.
+_bench_conftest = sys.modules.get("conftest")
+sys.modules["conftest"] = _load("mbexport_tests_conftest", _tests / "conftest.py")
+try:
+    research_fixture = _load("research_fixture", _tests / "research_fixture.py")
+finally:
+    if _bench_conftest is not None:
+        sys.modules["conftest"] = _bench_conftest
 
 SECONDS: dict[int, float] = {}
 
