@@ -334,6 +334,96 @@ def _stages() -> Iterator[object]:
         yield stage
 
 
+@app.command()
+def sweep(
+    family: Annotated[str, typer.Option(help="multiberts | earlyberts")] = "multiberts",
+    seeds: Annotated[str, typer.Option(help="0-4 | 0,2,3 | all")] = "0-4",
+    steps: Annotated[str, typer.Option(help="20k,100k,2000k | all | final (MultiBERTs); step7000,... | all (EarlyBERTs)")] = "final",
+    out: Annotated[Path, typer.Option("--out", "-o", help="sweep directory: sweep.jsonl, exports/, embeddings/")] = Path("runs"),
+    embed: Annotated[Optional[Path], typer.Option(help="a .txt or .jsonl dataset to embed with every checkpoint")] = None,
+    field: Annotated[str, typer.Option(help="JSONL field holding the text")] = "text",
+    pooling: Annotated[str, typer.Option(help="cls | mean | pooler")] = "cls",
+    normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="L2-normalize each vector")] = False,
+    max_length: Annotated[Optional[int], typer.Option(help="truncate texts to this many tokens (default: the model's)")] = None,
+    head: Annotated[str, typer.Option(help="base (embeddings) | pretraining | auto")] = "base",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8")] = "fp32",
+    flavor: Annotated[str, typer.Option(help="fused | portable")] = "fused",
+    parity: Annotated[bool, typer.Option("--parity/--no-parity", help="verify every export against PyTorch")] = True,
+    keep_exports: Annotated[str, typer.Option(help="none | final | all: exports kept after embedding")] = "all",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="checkpoints in parallel (processes, or a local Ray's CPUs)")] = 1,
+    backend: Annotated[str, typer.Option(help="local | ray (Ray tasks; pip install 'mbexport[ray]')")] = "local",
+    ray: Annotated[bool, typer.Option("--ray", help="same as --backend ray")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failing checkpoint")] = False,
+) -> None:
+    """Convert, verify (and embed a dataset with) every checkpoint of a seeds x steps grid; resumable."""
+    from mbexport.sweep import SweepOptions, grid
+    from mbexport.sweep import sweep as run_sweep
+
+    points = grid(family, seeds, steps)
+    options = SweepOptions(out=out, head=head, flavor=flavor, precision=precision, parity=parity, embed=embed,
+                           field=field, pooling=pooling, normalize=normalize, max_length=max_length,
+                           keep_exports=keep_exports)
+    result = run_sweep(points, options, jobs=jobs, backend="ray" if ray else backend, ray_address=ray_address,
+                       fail_fast=fail_fast, log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+    table = Table(title=f"mbexport sweep ({result.manifest})")
+    for column in ("seed", "step", "status", "export", "parity", "embeddings", "seconds"):
+        table.add_column(column)
+    for row in result.rows:
+        parity_text = "skipped" if row.get("parity", {}).get("skipped") else (
+            f"{row['parity']['max_abs']:.1e}" if row.get("parity") else "")
+        table.add_row(str(row["seed"]), row["step"], row["status"] if row["status"] == "done" else
+                      f"failed: {row['error']}", row.get("export") or "", parity_text, row.get("embeddings") or "",
+                      f"{row['seconds']['total']:.1f}")
+    out_console.print(table)
+    console.print(f"sweep: {len(result.rows) - len(result.failed)} done ({len(result.ran)} run, "
+                  f"{len(result.skipped)} skipped as already done), {len(result.failed)} failed; manifest "
+                  f"{result.manifest}", markup=False, highlight=False, soft_wrap=True)
+    if result.failed or len(result.rows) < len(points):
+        raise typer.Exit(1)
+
+
+@app.command()
+def probe(
+    runs: Annotated[Path, typer.Argument(help="a sweep directory (mbexport sweep --embed ... --out RUNS)")],
+    label_field: Annotated[str, typer.Option(help="JSONL field holding the label")] = "label",
+    data: Annotated[Optional[Path], typer.Option(help="the labelled JSONL (default: the dataset the sweep embedded)")] = None,
+    split_field: Annotated[Optional[str], typer.Option(help="JSONL field with train / test values")] = None,
+    test_fraction: Annotated[float, typer.Option(help="without --split-field: a random test split of this fraction")] = 0.3,
+    split_seed: Annotated[int, typer.Option(help="random seed of the --test-fraction split")] = 0,
+    metric: Annotated[str, typer.Option(help="accuracy | error")] = "accuracy",
+    compare: Annotated[Optional[str], typer.Option(help="two steps, baseline first: 20k,2000k (paired by seed)")] = None,
+    compare_seeds: Annotated[Optional[str], typer.Option(help="two groups of seeds: 0,1,2:3,4 (unpaired)")] = None,
+    compare_at: Annotated[Optional[str], typer.Option(help="the step of --compare-seeds (default: the last)")] = None,
+    nboot: Annotated[int, typer.Option(help="Multi-Bootstrap samples")] = 1000,
+    confidence: Annotated[float, typer.Option(help="interval level")] = 0.95,
+    seed: Annotated[int, typer.Option(help="random seed of the bootstrap")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="report directory (default: RUNS/probe)")] = None,
+) -> None:
+    """Linear probe per checkpoint of a sweep; Multi-Bootstrap intervals per step and for differences; plot."""
+    from mbexport.errors import SweepError
+    from mbexport.probe import ProbeOptions
+    from mbexport.probe import probe as run_probe
+
+    steps = tuple(compare.split(",")) if compare else None
+    if steps is not None and len(steps) != 2:
+        raise SweepError(f"--compare {compare!r}: give two steps, baseline first, e.g. 20k,2000k")
+    groups = None
+    if compare_seeds:
+        try:
+            first, second = ([int(s) for s in part.split(",") if s.strip()] for part in compare_seeds.split(":"))
+        except ValueError:
+            raise SweepError(f"--compare-seeds {compare_seeds!r}: write two groups of seeds, e.g. 0,1,2:3,4") from None
+        groups = (first, second)
+    report = run_probe(ProbeOptions(runs=runs, label_field=label_field, data=data, split_field=split_field,
+                                    test_fraction=test_fraction, split_seed=split_seed, metric=metric,
+                                    compare_steps=steps, compare_seeds=groups, compare_at=compare_at, nboot=nboot,
+                                    confidence=confidence, rng=seed, out=out))
+    out_console.print(Path(report.files["markdown"]).read_text(encoding="utf-8"))
+    for kind, path in report.files.items():
+        console.print(f"probe: {kind} {path}", markup=False, highlight=False, soft_wrap=True)
+
+
 _signalled: int | None = None  # SIGINT or SIGTERM, once one arrived
 
 

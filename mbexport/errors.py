@@ -85,3 +85,7 @@ class OutputFileError(MbexportError, OSError):
 
 class MissingExtraError(MbexportError, ImportError):
     """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class SweepError(MbexportError, ValueError):
+    """A sweep or probe that cannot run as asked (options, manifest, dataset, another sweep running)."""
