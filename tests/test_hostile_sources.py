@@ -201,7 +201,8 @@ def _load_capped(loader: str, path: Path) -> subprocess.CompletedProcess[str]:
     """Load ``path`` with ``loader`` in a subprocess that may map at most MEMORY_CAP bytes."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", _CAPPED_LOAD.format(loader=loader), str(path)], capture_output=True,
-                          text=True, timeout=300, preexec_fn=_cap_memory, env=env, check=False)
+                          text=True, timeout=300, preexec_fn=_cap_memory, env=env, check=False,
+                          cwd=path.parent)  # not the repo root, whose source folder would shadow the install
 
 
 def _assert_refused(result: subprocess.CompletedProcess[str], fragment: str) -> None:
