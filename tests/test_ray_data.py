@@ -3,6 +3,7 @@ rows embedded by an actor pool equal ``Embedder.embed`` row for row, in both for
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,15 @@ def minilm_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def local_ray(tmp_path_factory: pytest.TempPathFactory):
+    # Ray puts the driver's working directory on its workers' sys.path: start it from a neutral
+    # directory, so workers import the installed package, not a source checkout without _native.
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ray-cwd"))
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        os.chdir(here)
     yield
     ray.shutdown()
 
