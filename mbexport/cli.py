@@ -40,6 +40,11 @@ Flavor = Literal["fused", "portable"]
 Reference = Literal["auto", "torch", "numpy"]
 Pooling = Literal["cls", "mean", "pooler"]
 Device = Literal["cpu", "cuda", "auto"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+Family = Literal["multiberts", "earlyberts"]
+KeepExports = Literal["none", "final", "all"]
+Backend = Literal["local", "ray"]
+ProbeMetric = Literal["accuracy", "error"]
 
 STAGE_LABELS = {"load": "Loading checkpoint", "build": "Building ONNX graph", "write": "Writing export",
                 "verify": "Checking parity", "commit": "Moving into place"}
@@ -286,8 +291,8 @@ def serve(
     name: Annotated[Optional[list[str]], typer.Option(help="model name per export, in order (default: the directory's name)")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8080,
-    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu",
-    pooling: Annotated[Optional[str], typer.Option(help="cls | mean | pooler (default: what the export means)")] = None,
+    device: Annotated[Device, typer.Option(help="auto: CUDA when usable, else CPU")] = "cpu",
+    pooling: Annotated[Optional[Pooling], typer.Option(help="default: what the export means")] = None,
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalize (default: what the export means; TEI requests choose)")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="longest input in tokens (default: the model's)")] = None,
     batch_tokens: Annotated[Optional[int], typer.Option(help="padded tokens per model batch (default: 2048 CPU, 65536 CUDA)")] = None,
@@ -299,7 +304,7 @@ def serve(
     max_batch_tokens: Annotated[int, typer.Option(help="real tokens per coalesced batch")] = 16384,
     batch_wait_ms: Annotated[float, typer.Option(help="how long an idle batcher waits for simultaneous requests")] = 2.0,
     auto_truncate: Annotated[bool, typer.Option("--auto-truncate", help="truncate over-long texts instead of answering 422")] = False,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
     """Serve exports over HTTP: OpenAI /v1/embeddings, TEI /embed, /health, /info, /metrics."""
     if name and len(name) != len(export_dirs):
@@ -336,22 +341,22 @@ def _stages() -> Iterator[object]:
 
 @app.command()
 def sweep(
-    family: Annotated[str, typer.Option(help="multiberts | earlyberts")] = "multiberts",
+    family: Annotated[Family, typer.Option(help="the checkpoint family of the grid")] = "multiberts",
     seeds: Annotated[str, typer.Option(help="0-4 | 0,2,3 | all")] = "0-4",
     steps: Annotated[str, typer.Option(help="20k,100k,2000k | all | final (MultiBERTs); step7000,... | all (EarlyBERTs)")] = "final",
     out: Annotated[Path, typer.Option("--out", "-o", help="sweep directory: sweep.jsonl, exports/, embeddings/")] = Path("runs"),
     embed: Annotated[Optional[Path], typer.Option(help="a .txt or .jsonl dataset to embed with every checkpoint")] = None,
     field: Annotated[str, typer.Option(help="JSONL field holding the text")] = "text",
-    pooling: Annotated[str, typer.Option(help="cls | mean | pooler")] = "cls",
+    pooling: Annotated[Pooling, typer.Option(help="how token vectors become one vector per text")] = "cls",
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="L2-normalize each vector")] = False,
     max_length: Annotated[Optional[int], typer.Option(help="truncate texts to this many tokens (default: the model's)")] = None,
-    head: Annotated[str, typer.Option(help="base (embeddings) | pretraining | auto")] = "base",
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8")] = "fp32",
-    flavor: Annotated[str, typer.Option(help="fused | portable")] = "fused",
+    head: Annotated[Head, typer.Option(help="base gives the embeddings --embed needs")] = "base",
+    precision: Annotated[Precision, typer.Option(help="int8: dynamic quantization, CPU")] = "fp32",
+    flavor: Annotated[Flavor, typer.Option(help="fused (onnxruntime contrib ops) | portable (standard ONNX ops)")] = "fused",
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="verify every export against PyTorch")] = True,
-    keep_exports: Annotated[str, typer.Option(help="none | final | all: exports kept after embedding")] = "all",
+    keep_exports: Annotated[KeepExports, typer.Option(help="exports kept after embedding")] = "all",
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="checkpoints in parallel (processes, or a local Ray's CPUs)")] = 1,
-    backend: Annotated[str, typer.Option(help="local | ray (Ray tasks; pip install 'mbexport[ray]')")] = "local",
+    backend: Annotated[Backend, typer.Option(help="ray: Ray tasks (pip install 'mbexport[ray]')")] = "local",
     ray: Annotated[bool, typer.Option("--ray", help="same as --backend ray")] = False,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failing checkpoint")] = False,
@@ -391,7 +396,7 @@ def probe(
     split_field: Annotated[Optional[str], typer.Option(help="JSONL field with train / test values")] = None,
     test_fraction: Annotated[float, typer.Option(help="without --split-field: a random test split of this fraction")] = 0.3,
     split_seed: Annotated[int, typer.Option(help="random seed of the --test-fraction split")] = 0,
-    metric: Annotated[str, typer.Option(help="accuracy | error")] = "accuracy",
+    metric: Annotated[ProbeMetric, typer.Option(help="the probe's test metric")] = "accuracy",
     compare: Annotated[Optional[str], typer.Option(help="two steps, baseline first: 20k,2000k (paired by seed)")] = None,
     compare_seeds: Annotated[Optional[str], typer.Option(help="two groups of seeds: 0,1,2:3,4 (unpaired)")] = None,
     compare_at: Annotated[Optional[str], typer.Option(help="the step of --compare-seeds (default: the last)")] = None,

@@ -13,6 +13,7 @@ from mbexport.export.build import FLAVORS, PRECISIONS
 from mbexport.export.heads import HEAD_CONFIGS
 from mbexport.runtime.pooling import POOLINGS
 from mbexport.runtime.session import DEVICES
+from mbexport.sweep import FAMILIES, KEEP_EXPORTS
 
 
 def test_option_choices_are_the_apis() -> None:
@@ -21,6 +22,8 @@ def test_option_choices_are_the_apis() -> None:
     assert get_args(cli.Flavor) == FLAVORS
     assert get_args(cli.Precision) == tuple(PRECISIONS)
     assert get_args(cli.Head) == (*HEAD_CONFIGS, "auto")
+    assert get_args(cli.Family) == FAMILIES
+    assert get_args(cli.KeepExports) == KEEP_EXPORTS
 
 
 def test_help_lists_the_choices() -> None:
@@ -28,6 +31,12 @@ def test_help_lists_the_choices() -> None:
     assert embed.returncode == 0 and "cls|mean|pooler" in embed.stdout and "cpu|cuda|auto" in embed.stdout
     convert = run_mbexport("convert", "--help", text=True, env={"COLUMNS": "200"})
     assert "fp32|fp16|int8" in convert.stdout and "fused|portable" in convert.stdout
+    sweep = run_mbexport("sweep", "--help", text=True, env={"COLUMNS": "200"})
+    assert "multiberts|earlyberts" in sweep.stdout and "none|final|all" in sweep.stdout and "local|ray" in sweep.stdout
+    serve = run_mbexport("serve", "--help", text=True, env={"COLUMNS": "200"})
+    assert "cpu|cuda|auto" in serve.stdout and "cls|mean|pooler" in serve.stdout
+    bad = run_mbexport("sweep", "--family", "bert", "--out", "x", text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_traceback_only_with_debug(tmp_path) -> None:
