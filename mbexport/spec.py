@@ -75,7 +75,8 @@ UNSUPPORTED_OPTIONS: dict[str, Any] = {
 FOREIGN_HEADS = {"BertForTokenClassification": "classification", "BertForMultipleChoice": "classification"}
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """A JSON/pickle integer proper: ``True`` is an int to Python, never a size to us."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -85,7 +86,7 @@ def _config_int(config: Mapping[str, Any], key: str, low: int, high: int, where:
     value = config.get(key, default)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if not _is_int(value) or not low <= value <= high:
+    if not is_int(value) or not low <= value <= high:
         raise CheckpointFormatError(f"{where}: {key} is {value!r:.40}; it must be a whole number from {low} "
                                     f"to {high}, fix the config")
     return value

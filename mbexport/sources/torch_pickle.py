@@ -44,6 +44,7 @@ from typing import Any, BinaryIO, ClassVar
 import numpy as np
 
 from mbexport.errors import CheckpointFormatError, UnsafeCheckpointError
+from mbexport.spec import is_int
 
 __all__ = ["load_torch_bin"]
 
@@ -113,10 +114,6 @@ class _Storage:
     bfloat16: bool
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 class _Tensors:
     """One load's tensor rebuilding, holding what all its tensors may still copy out."""
 
@@ -128,8 +125,8 @@ class _Tensors:
         """``torch._utils._rebuild_tensor_v2``: the strided view, copied out contiguous."""
         if not isinstance(storage, _Storage):
             raise UnsafeCheckpointError(f"{self._path}: tensor rebuilt from {type(storage).__name__}, not a storage")
-        if not (isinstance(size, tuple) and isinstance(stride, tuple) and _is_int(storage_offset)
-                and all(map(_is_int, size + stride)) and len(size) == len(stride) <= _MAX_DIMS
+        if not (isinstance(size, tuple) and isinstance(stride, tuple) and is_int(storage_offset)
+                and all(map(is_int, size + stride)) and len(size) == len(stride) <= _MAX_DIMS
                 and min(size + stride + (storage_offset,)) >= 0):
             raise CheckpointFormatError(f"{self._path}: tensor on storage {storage.key} has a malformed layout "
                                         f"(offset {str(storage_offset)[:20]}, size {str(size)[:80]}, stride "
@@ -241,7 +238,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
         storage_type, key, numel = pid[1], str(pid[2]), pid[4]
         if isinstance(storage_type, _DType):  # newer pickles may name a dtype instead of a storage class
             storage_type = _StorageType.of(storage_type.name, _TORCH_DTYPES[storage_type.name])
-        if not isinstance(storage_type, _StorageType) or not _is_int(numel) or numel < 0:
+        if not isinstance(storage_type, _StorageType) or not is_int(numel) or numel < 0:
             raise UnsafeCheckpointError(f"{self._path}: malformed storage reference {str(pid)[:80]!r}")
         return self._load_storage(key, storage_type, numel)
 
