@@ -33,8 +33,8 @@ console = Console(stderr=True)
 out_console = Console(width=None if sys.stdout.isatty() else 160)
 
 # Enumerated options, as typer reads them: --help lists them and a bad value is a usage error.
-# They mirror HEAD_CONFIGS, PRECISIONS, FLAVORS, POOLINGS and DEVICES (tests/test_hostile_cli.py checks).
-Head = Literal["base", "pretraining", "qa", "classification", "auto"]
+# They mirror the families' heads (mbexport.families.head_names), PRECISIONS, FLAVORS, POOLINGS and DEVICES (tests/test_hostile_cli.py checks).
+Head = Literal["base", "pretraining", "qa", "classification", "discriminator", "generator", "auto"]
 Precision = Literal["fp32", "fp16", "int8"]
 Flavor = Literal["fused", "portable"]
 Reference = Literal["auto", "torch", "numpy"]

@@ -24,6 +24,7 @@ import numpy as np
 
 from mbexport.errors import ParityError
 from mbexport.export.heads import HeadConfig
+from mbexport.families import family_of
 from mbexport.spec import BertSpec, Checkpoint
 
 TOLERANCES = {
@@ -88,23 +89,25 @@ def torch_reference(checkpoint: Checkpoint, head: HeadConfig, batches: list[Feed
     import torch
     import transformers
 
-    config = transformers.BertConfig(**checkpoint.spec.to_hf_config())
+    family = family_of(checkpoint.spec)
+    config = getattr(transformers, family.config_class)(**checkpoint.spec.to_hf_config())
     if head.name == "classification":
         config.num_labels = checkpoint.spec.num_labels
-    config.tie_word_embeddings = "cls.predictions.decoder.weight" not in checkpoint.weights
-    model = getattr(transformers, head.reference_class)(config, **_no_pooler(head, checkpoint))
-    prefix = "" if head.reference_class == "BertModel" else "bert."
-    encoder_parts = ("embeddings.", "encoder.", "pooler.")
-    state = {(prefix + k if k.startswith(encoder_parts) else k): torch.from_numpy(np.array(v, dtype=np.float32))
+    config.tie_word_embeddings = not any(name in checkpoint.weights for name in family.tied)
+    model = getattr(transformers, head.reference_class)(config,
+                                                        **family.reference_options(head, checkpoint.has_pooler))
+    prefix = "" if head.reference_class == family.base_class else family.hf_prefix
+    state = {(prefix + k if k.startswith(family.encoder_parts) else k): torch.from_numpy(np.array(v, dtype=np.float32))
              for k, v in checkpoint.weights.items()}
     expected = set(model.state_dict())
     if "cls.predictions.bias" in state:  # one MLM output bias, whichever name the model class reads
         state.setdefault("cls.predictions.decoder.bias", state["cls.predictions.bias"])
-    missing = {k for k in expected - set(state) if not k.endswith(("position_ids", "decoder.weight", "decoder.bias"))}
+    tied = tuple(family.tied)
+    missing = {k for k in expected - set(state) if not k.endswith(("position_ids", "decoder.bias", *tied))}
     if missing:
         raise ParityError(f"reference model needs weights the checkpoint lacks: {sorted(missing)[:3]}")
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    if head.name == "pretraining" and config.tie_word_embeddings:
+    if config.tie_word_embeddings and any(k.endswith(tied) for k in expected):
         model.tie_weights()
     model.set_attn_implementation("eager")
     model.eval()
@@ -115,10 +118,6 @@ def torch_reference(checkpoint: Checkpoint, head: HeadConfig, batches: list[Feed
             outputs.append({name: getattr(result, name).float().numpy() for name in head.outputs
                             if getattr(result, name, None) is not None})
     return outputs
-
-
-def _no_pooler(head: HeadConfig, checkpoint: Checkpoint) -> dict[str, Any]:
-    return {"add_pooling_layer": False} if head.name == "base" and not checkpoint.has_pooler else {}
 
 
 def numpy_reference(checkpoint: Checkpoint, head: HeadConfig, batches: list[Feeds]) -> list[dict[str, np.ndarray]]:
@@ -156,6 +155,8 @@ def _numpy_forward(checkpoint: Checkpoint, head: HeadConfig, feeds: Feeds) -> di
     x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:seq]
          + w["embeddings.token_type_embeddings.weight"][types])
     x = _ln(x, w, "embeddings.LayerNorm", eps)
+    if "embeddings_project.weight" in w:  # ELECTRA's factorized embeddings
+        x = dense(x, "embeddings_project")
     bias = (1.0 - mask[:, None, None, :]) * np.finfo(np.float64).min
     for i in range(spec.num_layers):
         p = f"encoder.layer.{i}."
@@ -182,8 +183,17 @@ def _numpy_forward(checkpoint: Checkpoint, head: HeadConfig, feeds: Feeds) -> di
     elif head.name == "qa":
         spans = dense(x, "qa_outputs")
         out["start_logits"], out["end_logits"] = spans[..., 0], spans[..., 1]
+    elif head.name == "classification" and "classifier.out_proj.weight" in w:  # ELECTRA: dense, GELU on [CLS]
+        out["logits"] = dense(_act(dense(x[:, 0], "classifier.dense"), "gelu"), "classifier.out_proj")
     elif head.name == "classification":
         out["logits"] = dense(out["pooler_output"], "classifier")
+    elif head.name == "discriminator":
+        hidden = _act(dense(x, "discriminator_predictions.dense"), spec.hidden_act)
+        out["logits"] = dense(hidden, "discriminator_predictions.dense_prediction")[..., 0]
+    elif head.name == "generator":
+        t = _ln(_act(dense(x, "generator_predictions.dense"), "gelu"), w, "generator_predictions.LayerNorm", eps)
+        table = w.get("generator_lm_head.weight", w["embeddings.word_embeddings.weight"])
+        out["logits"] = t @ table.T + w["generator_lm_head.bias"]
     return {k: v for k, v in out.items() if k in head.outputs}
 
 

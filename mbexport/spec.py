@@ -35,7 +35,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -129,8 +129,10 @@ def _check_options(config: Mapping[str, Any], where: str) -> None:
 
 @dataclass(frozen=True)
 class BertSpec:
-    """Shape and behaviour of a BERT encoder and the heads present in its weights."""
+    """Shape and behaviour of a BERT encoder and the heads present in its weights (other families
+    subclass it: mbexport/families/)."""
 
+    family: ClassVar[str] = "bert"
     num_layers: int
     hidden_size: int
     num_heads: int
@@ -146,6 +148,11 @@ class BertSpec:
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def embedding_width(self) -> int:
+        """Width of the embedding tables (BERT: the hidden size; ELECTRA may factorize them)."""
+        return self.hidden_size
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], heads: tuple[str, ...] = ("base",),
@@ -223,15 +230,15 @@ class BertSpec:
             config.update(_labels(source_config or {}, self.num_labels))
         return config
 
-    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Shape of every canonical weight this spec needs (heads included)."""
-        h, i = self.hidden_size, self.intermediate_size
+    def encoder_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every canonical weight of the embeddings and the layers."""
+        h, i, e = self.hidden_size, self.intermediate_size, self.embedding_width
         shapes: dict[str, tuple[int, ...]] = {
-            "embeddings.word_embeddings.weight": (self.vocab_size, h),
-            "embeddings.position_embeddings.weight": (self.max_position_embeddings, h),
-            "embeddings.token_type_embeddings.weight": (self.type_vocab_size, h),
-            "embeddings.LayerNorm.weight": (h,),
-            "embeddings.LayerNorm.bias": (h,),
+            "embeddings.word_embeddings.weight": (self.vocab_size, e),
+            "embeddings.position_embeddings.weight": (self.max_position_embeddings, e),
+            "embeddings.token_type_embeddings.weight": (self.type_vocab_size, e),
+            "embeddings.LayerNorm.weight": (e,),
+            "embeddings.LayerNorm.bias": (e,),
         }
         for n in range(self.num_layers):
             p = f"encoder.layer.{n}."
@@ -248,6 +255,12 @@ class BertSpec:
             shapes[f"{p}output.dense.bias"] = (h,)
             shapes[f"{p}output.LayerNorm.weight"] = (h,)
             shapes[f"{p}output.LayerNorm.bias"] = (h,)
+        return shapes
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every canonical weight this spec needs (heads included)."""
+        h = self.hidden_size
+        shapes = self.encoder_shapes()
         if "pretraining" in self.heads:
             shapes["cls.predictions.transform.dense.weight"] = (h, h)
             shapes["cls.predictions.transform.dense.bias"] = (h,)

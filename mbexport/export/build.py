@@ -19,6 +19,7 @@ from mbexport.errors import ExportError
 from mbexport.export.encoder import encoder
 from mbexport.export.graph import Graph, with_weights
 from mbexport.export.heads import HeadConfig, choose_head, output_names
+from mbexport.families import family_of
 from mbexport.spec import Checkpoint
 
 FLAVORS = ("fused", "portable")
@@ -56,11 +57,12 @@ def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     checkpoint.validate()
-    config = choose_head(checkpoint, head)
+    family = family_of(checkpoint.spec)
+    config = choose_head(checkpoint, head, family.heads, family.auto_order)
     spec, weights = checkpoint.spec, checkpoint.weights
     g = Graph(float_dtype=PRECISIONS[precision])
 
-    hidden = encoder(g, spec, weights, *INPUT_NAMES, fused=flavor == "fused")
+    hidden = encoder(g, spec, weights, *INPUT_NAMES, fused=flavor == "fused", project=family.project_embeddings)
     names = output_names(config, checkpoint)
     tensors = config.emit(g, spec, weights, hidden)
     for name, tensor in zip(names, tensors, strict=True):
@@ -76,7 +78,7 @@ def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused
         for dim in output.type.tensor_type.shape.dim:
             if dim.dim_param.isdigit():
                 dim.dim_value = int(dim.dim_param)
-    doc = (f"{checkpoint.source} ({checkpoint.revision or 'no revision'}): BERT {spec.num_layers}L/{spec.hidden_size}H, "
-           f"head {config.name}, {flavor}, {precision}")
-    skeleton = g.model(inputs, outputs, name=f"bert_{config.name}", doc=doc)
+    doc = (f"{checkpoint.source} ({checkpoint.revision or 'no revision'}): {family.display} "
+           f"{spec.num_layers}L/{spec.hidden_size}H, head {config.name}, {flavor}, {precision}")
+    skeleton = g.model(inputs, outputs, name=f"{family.name}_{config.name}", doc=doc)
     return BuiltModel(skeleton, g.initializers, config, names, flavor, precision)

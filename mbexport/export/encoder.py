@@ -13,7 +13,7 @@ graph reads like the model in Netron.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -174,8 +174,9 @@ def encoder_layer(g: Graph, spec: BertSpec, w: Weights, x: str, mask: str, index
 
 
 def encoder(g: Graph, spec: BertSpec, w: Weights, input_ids: str, attention_mask: str, token_type_ids: str,
-            fused: bool) -> str:
-    """Embeddings and every layer; returns the last hidden state [B, S, H]."""
+            fused: bool, project: Callable[[Graph, BertSpec, Weights, str], str] | None = None) -> str:
+    """Embeddings, ``project`` (a family's step between embeddings and layers, e.g. ELECTRA's
+    embeddings_project) and every layer; returns the last hidden state [B, S, H]."""
     if fused:
         ids32 = g.op("Cast", [input_ids], "input_ids/Cast", to=6)  # contrib ops take int32
         types32 = g.op("Cast", [token_type_ids], "token_type_ids/Cast", to=6)
@@ -184,6 +185,8 @@ def encoder(g: Graph, spec: BertSpec, w: Weights, input_ids: str, attention_mask
     else:
         mask = mask_bias_portable(g, attention_mask)
         x = embeddings_portable(g, spec, w, input_ids, token_type_ids)
+    if project is not None:
+        x = project(g, spec, w, x)
     for index in range(spec.num_layers):
         x = encoder_layer(g, spec, w, x, mask, index, fused)
     return x

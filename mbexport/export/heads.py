@@ -109,19 +109,21 @@ HEAD_CONFIGS: dict[str, HeadConfig] = {
 AUTO_ORDER = ("qa", "classification", "pretraining", "base")
 
 
-def choose_head(checkpoint: Checkpoint, requested: str) -> HeadConfig:
-    """Resolve ``--head`` against what the checkpoint carries, with a clear error when it lacks it."""
+def choose_head(checkpoint: Checkpoint, requested: str, heads: Mapping[str, HeadConfig] = HEAD_CONFIGS,
+                auto_order: tuple[str, ...] = AUTO_ORDER) -> HeadConfig:
+    """Resolve ``--head`` against what the checkpoint carries, with a clear error when it lacks it;
+    ``heads`` and ``auto_order`` are the checkpoint's family's (mbexport/families/)."""
     available = checkpoint.spec.heads
     if requested == "auto":
-        requested = next(h for h in AUTO_ORDER if h in available)
-    if requested not in HEAD_CONFIGS:
-        raise ExportError(f"unknown head {requested!r}; choose one of: auto, {', '.join(HEAD_CONFIGS)}")
+        requested = next(h for h in auto_order if h in available)
+    if requested not in heads:
+        raise ExportError(f"unknown head {requested!r}; choose one of: auto, {', '.join(heads)}")
     if requested not in available:
         raise ExportError(
             f"{checkpoint.source} has no {requested} head (it carries: {', '.join(available)}); "
             f"use --head {available[-1]} or --head base"
         )
-    config = HEAD_CONFIGS[requested]
+    config = heads[requested]
     if config.needs_pooler and not checkpoint.has_pooler:
         raise ExportError(f"{checkpoint.source} has no pooler weights, which the {requested} head needs")
     return config
@@ -129,6 +131,6 @@ def choose_head(checkpoint: Checkpoint, requested: str) -> HeadConfig:
 
 def output_names(config: HeadConfig, checkpoint: Checkpoint) -> list[str]:
     names = list(config.outputs)
-    if config.name == "base" and not checkpoint.has_pooler:
+    if "pooler_output" in names and not checkpoint.has_pooler:
         names.remove("pooler_output")
     return names

@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 
 from mbexport.errors import CheckpointFormatError
+from mbexport.families import ModelFamily, detect_family
 from mbexport.semantics import read_semantics, sentence_transformers_files
 from mbexport.sources.tokenizer_json import read_tokenizer_json
 from mbexport.sources.torch_pickle import load_torch_bin
-from mbexport.spec import BertSpec, Checkpoint, canonical_name, detect_heads, read_json, sha256_files
+from mbexport.spec import Checkpoint, read_json, sha256_files
 
 __all__ = ["find_weight_files", "load_hf_dir", "load_safetensors"]
 
@@ -173,12 +174,12 @@ def _load_weight_file(path: Path) -> dict[str, np.ndarray]:
     return load_torch_bin(path)
 
 
-def _canonical_weights(raw: dict[str, np.ndarray], label: str) -> dict[str, np.ndarray]:
+def _canonical_weights(raw: dict[str, np.ndarray], label: str, family: ModelFamily) -> dict[str, np.ndarray]:
     weights: dict[str, np.ndarray] = {}
     for name, array in raw.items():
         if _NOT_WEIGHTS.search(name):
             continue
-        key = canonical_name(name)
+        key = family.canonical_name(name)
         if key in weights:
             raise CheckpointFormatError(f"{label}: weights {name!r} and another name both map to {key!r}")
         if np.issubdtype(array.dtype, np.floating) and array.dtype != np.float32:
@@ -189,11 +190,7 @@ def _canonical_weights(raw: dict[str, np.ndarray], label: str) -> dict[str, np.n
     decoder_bias = weights.pop("cls.predictions.decoder.bias", None)
     if decoder_bias is not None and "cls.predictions.bias" not in weights:
         weights["cls.predictions.bias"] = decoder_bias
-    decoder = weights.get("cls.predictions.decoder.weight")
-    embeddings = weights.get("embeddings.word_embeddings.weight")
-    if decoder is not None and embeddings is not None and decoder.shape == embeddings.shape:
-        if np.array_equal(decoder, embeddings):
-            del weights["cls.predictions.decoder.weight"]
+    family.drop_tied(weights)
     return weights
 
 
@@ -211,16 +208,15 @@ def load_hf_dir(path: Path, label: str | None = None, revision: str | None = Non
             f"{path}: config.json is missing; an HF checkpoint directory needs it next to the weights"
         )
     config = read_json(config_path)
-    model_type = config.get("model_type")
-    if model_type is not None and model_type != "bert":
-        raise CheckpointFormatError(f"{config_path}: model_type is {model_type!r}; mbexport converts BERT models only")
-
-    BertSpec.from_config(config, where=str(config_path))  # a bad config is refused before any weight is read
+    family = detect_family(config, (), str(config_path))
+    family.spec_from_config(config, where=str(config_path))  # a bad config is refused before any weight is read
     files = find_weight_files(path)
     raw: dict[str, np.ndarray] = {}
     for file in files:
         raw.update(_load_weight_file(file))
-    weights = _canonical_weights(raw, label)
+    if "model_type" not in config and "architectures" not in config:  # a bare config: the names decide
+        family = detect_family(config, raw, str(config_path))
+    weights = _canonical_weights(raw, label, family)
 
     vocab = path / "vocab.txt"
     if not vocab.is_file() and (path / "tokenizer.json").is_file():
@@ -231,7 +227,7 @@ def load_hf_dir(path: Path, label: str | None = None, revision: str | None = Non
             f"{path}: vocab.txt is missing (and no tokenizer.json); mbexport needs the WordPiece vocabulary next to "
             "the weights (copy the vocab.txt of the tokenizer this model was trained with)"
         )
-    spec = BertSpec.from_config(config, heads=detect_heads(set(weights)), where=str(config_path))
+    spec = family.spec_from_config(config, heads=family.detect_heads(set(weights)), where=str(config_path))
     checkpoint = Checkpoint(
         spec=spec,
         weights=weights,

@@ -27,6 +27,9 @@ TF2 (TF Model Garden BertEncoder, object-based, under ``encoder/`` or ``model/``
   layer_with_weights-(4+L)/{kernel,bias}        pooler.dense
   (the same under the attribute names _embedding_layer, _transformer_layers/N, _pooler_layer ...)
 
+Other families' TF names (ELECTRA's ``electra/*``, ``generator/*``) are their family object's
+(``ModelFamily.tf_rule``, mbexport/families/), which maps their encoders onto BERT's TF1 names.
+
 Kernels ([in, out]) become PyTorch's [out, in] as transposed views (see ``_transform``).
 Optimizer slots (adam_m, adam_v, Adam, ...), global_step, save_counter and the object graph
 are skipped; any other name is an error, since silently dropping a weight would make a
@@ -41,8 +44,9 @@ from pathlib import Path, PurePath
 import numpy as np
 
 from mbexport.errors import CheckpointFormatError, ShapeError, SourceNotFoundError
+from mbexport.families import OTHER_NETWORK, detect_family
 from mbexport.sources.tf_bundle import BundleReader, widen_bfloat16
-from mbexport.spec import BertSpec, Checkpoint, detect_heads, read_json, sha256_files
+from mbexport.spec import Checkpoint, read_json, sha256_files
 
 __all__ = ["find_prefix", "inspect_ckpt_table", "is_tf_checkpoint", "list_tensors", "load_tf_checkpoint"]
 
@@ -157,6 +161,11 @@ def _tf2_rule(name: str, num_layers: int) -> _Rule | None:
     return None
 
 
+def _bert_rule(name: str, num_layers: int) -> _Rule | None:
+    """BERT's TF1 or TF2 name for ``name``: the scheme other families' TF names map onto."""
+    return _tf1_rule(name) or _tf2_rule(name, num_layers)
+
+
 def _stored_shapes(how: str, target: tuple[int, ...], heads: int) -> list[tuple[int, ...]]:
     """The TF shapes that produce a canonical ``target`` shape through transform ``how``."""
     if how == "T":
@@ -247,32 +256,34 @@ def load_tf_checkpoint(path: Path, label: str | None = None) -> Checkpoint:
     if not vocab.is_file():
         raise CheckpointFormatError(f"{vocab} is missing: mbexport needs the WordPiece vocabulary next to "
                                     f"{prefix.name}.index (copy the vocab.txt the model was released with)")
-    num_layers = BertSpec.from_config(config, where=str(config_path)).num_layers  # a bad config fails first
-
     with BundleReader(prefix) as reader:
+        family = detect_family(config, reader.entries, str(config_path))
+        num_layers = family.spec_from_config(config, where=str(config_path)).num_layers  # a bad config fails first
         reader.check_shards()
         plan: dict[str, tuple[str, str]] = {}  # canonical -> (TF name, transform)
         for entry in reader:
             if _SKIP.search(entry.name):
                 continue
-            rule = _tf1_rule(entry.name) or _tf2_rule(entry.name, num_layers)
+            rule = family.tf_rule(entry.name, config, num_layers, _bert_rule)
+            if rule == OTHER_NETWORK:
+                continue
             if rule is None:
                 raise CheckpointFormatError(
                     f"{reader.index_path}: tensor {entry.name!r} ({entry.dtype_name} {list(entry.shape)}) is not part "
-                    "of a BERT layout mbexport reads (TF1 bert/* and cls/*, TF2 Model Garden encoder); "
-                    "check this is a BERT checkpoint")
+                    f"of a {family.display} layout mbexport reads (TF1 bert/* and cls/*, TF2 Model Garden encoder, "
+                    f"ELECTRA's electra/* and generator/*); check this is a {family.display} checkpoint")
             canonical, how = rule
             if canonical in plan:
                 raise CheckpointFormatError(f"{reader.index_path}: tensors {plan[canonical][0]!r} and "
                                             f"{entry.name!r} both map to {canonical!r}")
             plan[canonical] = (entry.name, how)
         if not plan:
-            raise CheckpointFormatError(f"{reader.index_path}: no BERT weights in this checkpoint (only "
+            raise CheckpointFormatError(f"{reader.index_path}: no {family.display} weights in this checkpoint (only "
                                         f"{len(reader.entries)} optimizer or bookkeeping tensors)")
 
         if "classifier.weight" in plan and "num_labels" not in config and "id2label" not in config:
             config = {**config, "num_labels": reader.entries[plan["classifier.weight"][0]].shape[0]}
-        spec = BertSpec.from_config(config, heads=detect_heads(set(plan)), where=str(config_path))
+        spec = family.spec_from_config(config, heads=family.detect_heads(set(plan)), where=str(config_path))
         shapes = spec.known_shapes()
 
         weights: dict[str, np.ndarray] = {}
