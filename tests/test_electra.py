@@ -357,3 +357,22 @@ def test_tf1_tensor_map_is_electras() -> None:
         assert ELECTRA.tf_rule(name, disc, 2, bert_rule) == ("", "skip")
     assert ELECTRA.tf_rule("discriminator_predictions/dense/bias", gen, 2, bert_rule) == ("", "skip")
     assert ELECTRA.tf_rule("electra/pooler/dense/kernel", disc, 2, bert_rule) is None
+
+
+def test_embedder_on_an_electra_export(tmp_path: Path) -> None:
+    """An ELECTRA base export embeds text: mean-pooled hidden states equal transformers' own,
+    tokenized by transformers' BertTokenizer (ELECTRA uses BERT's WordPiece)."""
+    import mbexport
+
+    model = make_model("base")
+    source = save_hf(model, tmp_path / "src", "safetensors")
+    out = mbexport.convert(str(source), out=tmp_path / "export", head="base")
+    texts = ["hello world", "the fast model is a text token export", "a"]
+    ours = mbexport.Embedder(out, pooling="mean", normalize=False).embed(texts)
+    tokenizer = transformers.BertTokenizer(str(source / "vocab.txt"), do_lower_case=True)
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**encoded).last_hidden_state
+    mask = encoded["attention_mask"].unsqueeze(-1).float()
+    reference = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
