@@ -20,8 +20,8 @@ from mbexport.errors import CatalogError, ExportDirError, ExportError, MbexportE
 from mbexport.export import manifest as manifest_mod
 from mbexport.export import writer
 from mbexport.export.build import build_model
-from mbexport.export.heads import HEAD_CONFIGS
 from mbexport.export.quantize import quantize_in_place
+from mbexport.heads import HEADS
 from mbexport.parity import ParityReport, check_parity
 from mbexport.provenance import identity
 from mbexport.sources import load_checkpoint
@@ -125,7 +125,7 @@ def verify_export(export_dir: Path, reference: str = "auto") -> ParityReport:
         raise ExportDirError(f"{export_dir}: the source weights changed since the export was made "
                              f"(sha256 {checkpoint.weights_sha256[:12]} != {manifest['weights_sha256'][:12]}); "
                              "re-run mbexport convert")
-    head = HEAD_CONFIGS.get(manifest["head"])
+    head = HEADS.get(manifest["head"])
     if head is None:
         raise ExportDirError(f"{export_dir}/mbexport.json names an unknown head {manifest['head']!r}; "
                              "re-run mbexport convert")

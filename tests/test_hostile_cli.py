@@ -10,7 +10,7 @@ from typing import get_args
 from conftest import run_mbexport
 from mbexport import cli
 from mbexport.export.build import FLAVORS, PRECISIONS
-from mbexport.export.heads import HEAD_CONFIGS
+from mbexport.heads import HEADS
 from mbexport.runtime.pooling import POOLINGS
 from mbexport.runtime.session import DEVICES
 from mbexport.sweep import FAMILIES, KEEP_EXPORTS
@@ -21,7 +21,7 @@ def test_option_choices_are_the_apis() -> None:
     assert get_args(cli.Device) == DEVICES
     assert get_args(cli.Flavor) == FLAVORS
     assert get_args(cli.Precision) == tuple(PRECISIONS)
-    assert get_args(cli.Head) == (*HEAD_CONFIGS, "auto")
+    assert get_args(cli.Head) == (*HEADS, "auto")
     assert get_args(cli.Family) == FAMILIES
     assert get_args(cli.KeepExports) == KEEP_EXPORTS
 

@@ -1,6 +1,6 @@
 """Compose encoder + head into one ONNX model, in a flavor and a precision.
 
-    input_ids, attention_mask, token_type_ids (int64 [batch, sequence])
+    input_ids, attention_mask, token_type_ids (int64 [batch, sequence]; the head's input_dims)
       -> encoder (fused contrib ops or portable standard ops)
       -> head outputs (float32 always: fp16 graphs cast at the end, so callers
          never see a dtype that depends on the export)
@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 from mbexport.errors import ExportError
 from mbexport.export.encoder import encoder
 from mbexport.export.graph import Graph, with_weights
-from mbexport.export.heads import HeadConfig, choose_head, output_names
+from mbexport.heads import Head, choose_head
 from mbexport.spec import Checkpoint
 
 FLAVORS = ("fused", "portable")
@@ -34,7 +34,7 @@ class BuiltModel:
 
     skeleton: onnx.ModelProto
     initializers: list[tuple[str, np.ndarray]]
-    head: HeadConfig
+    head: Head
     outputs: list[str]
     flavor: str
     precision: str
@@ -60,9 +60,11 @@ def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused
     spec, weights = checkpoint.spec, checkpoint.weights
     g = Graph(float_dtype=PRECISIONS[precision])
 
-    hidden = encoder(g, spec, weights, *INPUT_NAMES, fused=flavor == "fused")
-    names = output_names(config, checkpoint)
-    tensors = config.emit(g, spec, weights, hidden)
+    graph_inputs = list(INPUT_NAMES)
+    ids, mask, types = config.graph_inputs(g, graph_inputs)
+    hidden = encoder(g, spec, weights, ids, mask, types, fused=flavor == "fused")
+    names = config.output_names(checkpoint.has_pooler)
+    tensors = config.emit(g, spec, weights, hidden, graph_inputs)
     for name, tensor in zip(names, tensors, strict=True):
         # Every output gets a node of its own name: Cast for fp16, Identity for fp32.
         if precision == "fp16":
@@ -70,7 +72,7 @@ def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused
         else:
             g.op("Identity", [tensor], name)
 
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in INPUT_NAMES]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, list(config.input_dims)) for n in INPUT_NAMES]
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(config.outputs[n])) for n in names]
     for output in outputs:  # fixed-size dims ("2") are numbers, not symbols
         for dim in output.type.tensor_type.shape.dim:

@@ -34,7 +34,8 @@ from mbexport.errors import CheckpointFormatError
 from mbexport.semantics import read_semantics, sentence_transformers_files
 from mbexport.sources.tokenizer_json import read_tokenizer_json
 from mbexport.sources.torch_pickle import load_torch_bin
-from mbexport.spec import BertSpec, Checkpoint, canonical_name, detect_heads, read_json, sha256_files
+from mbexport.heads import detect_heads
+from mbexport.spec import BertSpec, Checkpoint, canonical_name, read_json, sha256_files
 
 __all__ = ["find_weight_files", "load_hf_dir", "load_safetensors"]
 
@@ -231,7 +232,7 @@ def load_hf_dir(path: Path, label: str | None = None, revision: str | None = Non
             f"{path}: vocab.txt is missing (and no tokenizer.json); mbexport needs the WordPiece vocabulary next to "
             "the weights (copy the vocab.txt of the tokenizer this model was trained with)"
         )
-    spec = BertSpec.from_config(config, heads=detect_heads(set(weights)), where=str(config_path))
+    spec = BertSpec.from_config(config, heads=detect_heads(set(weights), config), where=str(config_path))
     checkpoint = Checkpoint(
         spec=spec,
         weights=weights,

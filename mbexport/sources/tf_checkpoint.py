@@ -12,11 +12,6 @@ TF1 (google-research/bert, MultiBERTs)          canonical (spec.py)
   bert/encoder/layer_N/{attention/output,intermediate,output}/dense/{kernel,bias}
   bert/encoder/layer_N/{attention/output,output}/LayerNorm/{gamma,beta}
   bert/pooler/dense/{kernel,bias}
-  cls/predictions/transform/{dense,LayerNorm}/*  cls.predictions.transform.*
-  cls/predictions/output_bias                   cls.predictions.bias
-  cls/seq_relationship/output_{weights,bias}    cls.seq_relationship.{weight,bias}  ([2, H], not transposed)
-  cls/squad/output_{weights,bias}               qa_outputs.{weight,bias}            (run_squad.py)
-  output_{weights,bias}                         classifier.{weight,bias}            (run_classifier.py)
 
 TF2 (TF Model Garden BertEncoder, object-based, under ``encoder/`` or ``model/``)
   layer_with_weights-{0,1,2}/embeddings         word, position, token type embeddings
@@ -26,6 +21,10 @@ TF2 (TF Model Garden BertEncoder, object-based, under ``encoder/`` or ``model/``
   layer_with_weights-(4+N)/{_attention_layer_norm,_intermediate_dense,_output_dense,_output_layer_norm}/*
   layer_with_weights-(4+L)/{kernel,bias}        pooler.dense
   (the same under the attribute names _embedding_layer, _transformer_layers/N, _pooler_layer ...)
+
+Heads' variables (TF1 ``cls/*``, ``output_*``; TF2 ``masked_lm/*``, the NSP head) are each head's
+own (``Head.tf1``/``Head.tf2`` in mbexport/heads/). A head's TF2 variable may map onto an encoder
+weight: BertPretrainerV2's NSP pooler is then the pooler, in place of the encoder's untrained one.
 
 Kernels ([in, out]) become PyTorch's [out, in] as transposed views (see ``_transform``).
 Optimizer slots (adam_m, adam_v, Adam, ...), global_step, save_counter and the object graph
@@ -41,8 +40,9 @@ from pathlib import Path, PurePath
 import numpy as np
 
 from mbexport.errors import CheckpointFormatError, ShapeError, SourceNotFoundError
+from mbexport.heads import detect_heads, tf_rules
 from mbexport.sources.tf_bundle import BundleReader, widen_bfloat16
-from mbexport.spec import BertSpec, Checkpoint, detect_heads, read_json, sha256_files
+from mbexport.spec import BertSpec, Checkpoint, read_json, sha256_files
 
 __all__ = ["find_prefix", "inspect_ckpt_table", "is_tf_checkpoint", "list_tensors", "load_tf_checkpoint"]
 
@@ -83,19 +83,14 @@ def _tf1_rule(name: str) -> _Rule | None:
     if m := re.fullmatch(r"bert/encoder/layer_(\d+)/(attention/output|output)/LayerNorm/(gamma|beta)", name):
         leaf, how = _TF1_NORM[m[3]]
         return f"encoder.layer.{int(m[1])}.{m[2].replace('/', '.')}.LayerNorm.{leaf}", how
-    if m := re.fullmatch(r"(bert/pooler|cls/predictions/transform)/dense/(kernel|bias)", name):
-        leaf, how = _TF1_LINEAR[m[2]]
-        return f"{'pooler' if m[1] == 'bert/pooler' else 'cls.predictions.transform'}.dense.{leaf}", how
-    if m := re.fullmatch(r"cls/predictions/transform/LayerNorm/(gamma|beta)", name):
-        leaf, how = _TF1_NORM[m[1]]
-        return f"cls.predictions.transform.LayerNorm.{leaf}", how
-    if name == "cls/predictions/output_bias":
-        return "cls.predictions.bias", "copy"
-    heads = {"cls/seq_relationship/": "cls.seq_relationship", "cls/squad/": "qa_outputs", "": "classifier"}
-    if m := re.fullmatch(r"(cls/seq_relationship/|cls/squad/|)output_(weights|bias)", name):
-        # output_weights are already [out, in]: run_*.py multiply with transpose_b=True.
-        return f"{heads[m[1]]}.{'weight' if m[2] == 'weights' else 'bias'}", "copy"
-    return None
+    if m := re.fullmatch(r"bert/pooler/dense/(kernel|bias)", name):
+        leaf, how = _TF1_LINEAR[m[1]]
+        return f"pooler.dense.{leaf}", how
+    return _TF1_HEADS.get(name)
+
+
+_TF1_HEADS = tf_rules(1)
+_TF2_HEADS = tf_rules(2)
 
 
 _TF2_BLOCK = {
@@ -125,14 +120,23 @@ def _tf2_block_rule(layer: int, rest: str) -> _Rule | None:
     return name, "T" if leaf == "kernel" else "copy"
 
 
-def _tf2_rule(name: str, num_layers: int) -> _Rule | None:
+def _tf2_key(name: str) -> str | None:
+    """An object-based variable's path below its root (``encoder/``, ``model/``), without the suffix."""
     if not name.endswith(TF2_SUFFIX):
         return None
     key = name[: -len(TF2_SUFFIX)]
     for root in _TF2_ROOTS:
         if key.startswith(root):
-            key = key[len(root):]
-            break
+            return key[len(root):]
+    return key
+
+
+def _tf2_rule(name: str, num_layers: int) -> _Rule | None:
+    key = _tf2_key(name)
+    if key is None:
+        return None
+    if key in _TF2_HEADS:
+        return _TF2_HEADS[key]
     embeddings = ("word_embeddings", "position_embeddings", "token_type_embeddings")
     if m := re.fullmatch(r"layer_with_weights-(\d+)/(.+)", key):
         index, rest = int(m[1]), m[2]
@@ -155,6 +159,15 @@ def _tf2_rule(name: str, num_layers: int) -> _Rule | None:
     if m := re.fullmatch(r"_pooler_layer/(kernel|bias)", key):
         return f"pooler.dense.{'weight' if m[1] == 'kernel' else 'bias'}", "T" if m[1] == "kernel" else "copy"
     return None
+
+
+def _replaces(first: str, second: str) -> str | None:
+    """Of two TF names mapped to one canonical weight, the one to read: a head's TF2 variable over
+    the encoder's (the NSP pooler, see the module docstring); None when that does not decide."""
+    first_is_head, second_is_head = _tf2_key(first) in _TF2_HEADS, _tf2_key(second) in _TF2_HEADS
+    if first_is_head == second_is_head:
+        return None
+    return first if first_is_head else second
 
 
 def _stored_shapes(how: str, target: tuple[int, ...], heads: int) -> list[tuple[int, ...]]:
@@ -195,7 +208,7 @@ def find_prefix(path: Path | str) -> Path:
         return path / "bert_model.ckpt"
     state = path / "checkpoint"  # TF's checkpoint state file names the latest checkpoint
     if state.is_file():
-        m = re.search(r'^model_checkpoint_path:\s*"(.+)"\s*$', state.read_text(errors="replace"), re.M)
+        m = re.search(r'^model_checkpoint_path:\s*"(.+)"\s*$', state.read_text(errors="replace"), re.MULTILINE)
         if m:  # only its name: the path it was saved under may be another machine's, or outside this directory
             latest = path / PurePath(m[1].replace("\\", "/")).name
             if latest != path and Path(f"{latest}.index").is_file():
@@ -259,12 +272,16 @@ def load_tf_checkpoint(path: Path, label: str | None = None) -> Checkpoint:
             if rule is None:
                 raise CheckpointFormatError(
                     f"{reader.index_path}: tensor {entry.name!r} ({entry.dtype_name} {list(entry.shape)}) is not part "
-                    "of a BERT layout mbexport reads (TF1 bert/* and cls/*, TF2 Model Garden encoder); "
+                    "of a BERT layout mbexport reads (TF1 bert/* and cls/*, TF2 Model Garden encoder and heads); "
                     "check this is a BERT checkpoint")
             canonical, how = rule
             if canonical in plan:
-                raise CheckpointFormatError(f"{reader.index_path}: tensors {plan[canonical][0]!r} and "
-                                            f"{entry.name!r} both map to {canonical!r}")
+                kept = _replaces(plan[canonical][0], entry.name)
+                if kept is None:
+                    raise CheckpointFormatError(f"{reader.index_path}: tensors {plan[canonical][0]!r} and "
+                                                f"{entry.name!r} both map to {canonical!r}")
+                if kept == plan[canonical][0]:
+                    continue
             plan[canonical] = (entry.name, how)
         if not plan:
             raise CheckpointFormatError(f"{reader.index_path}: no BERT weights in this checkpoint (only "
@@ -272,7 +289,7 @@ def load_tf_checkpoint(path: Path, label: str | None = None) -> Checkpoint:
 
         if "classifier.weight" in plan and "num_labels" not in config and "id2label" not in config:
             config = {**config, "num_labels": reader.entries[plan["classifier.weight"][0]].shape[0]}
-        spec = BertSpec.from_config(config, heads=detect_heads(set(plan)), where=str(config_path))
+        spec = BertSpec.from_config(config, heads=detect_heads(set(plan), config), where=str(config_path))
         shapes = spec.known_shapes()
 
         weights: dict[str, np.ndarray] = {}
