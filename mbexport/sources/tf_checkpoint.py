@@ -66,6 +66,8 @@ _TF2_ROOTS = ("encoder/", "model/")
 # "attn_out" (attention output kernel [H, H] or [heads, d, H]).
 _Rule = tuple[str, str]  # (canonical name, transform)
 
+_TF1_HEADS = tf_rules(1)  # every head's variables: google-research/bert names
+_TF2_HEADS = tf_rules(2)  # Model Garden object paths below the root
 _TF1_LINEAR = {"kernel": ("weight", "T"), "bias": ("bias", "copy")}
 _TF1_NORM = {"gamma": ("weight", "copy"), "beta": ("bias", "copy")}
 
@@ -87,10 +89,6 @@ def _tf1_rule(name: str) -> _Rule | None:
         leaf, how = _TF1_LINEAR[m[1]]
         return f"pooler.dense.{leaf}", how
     return _TF1_HEADS.get(name)
-
-
-_TF1_HEADS = tf_rules(1)
-_TF2_HEADS = tf_rules(2)
 
 
 _TF2_BLOCK = {
@@ -208,7 +206,7 @@ def find_prefix(path: Path | str) -> Path:
         return path / "bert_model.ckpt"
     state = path / "checkpoint"  # TF's checkpoint state file names the latest checkpoint
     if state.is_file():
-        m = re.search(r'^model_checkpoint_path:\s*"(.+)"\s*$', state.read_text(errors="replace"), re.MULTILINE)
+        m = re.search(r'^model_checkpoint_path:\s*"(.+)"\s*$', state.read_text(errors="replace"), re.M)
         if m:  # only its name: the path it was saved under may be another machine's, or outside this directory
             latest = path / PurePath(m[1].replace("\\", "/")).name
             if latest != path and Path(f"{latest}.index").is_file():
