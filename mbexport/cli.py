@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -24,6 +24,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from mbexport.errors import MbexportError
+from mbexport.families import head_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -33,8 +34,12 @@ console = Console(stderr=True)
 out_console = Console(width=None if sys.stdout.isatty() else 160)
 
 # Enumerated options, as typer reads them: --help lists them and a bad value is a usage error.
-# They mirror the families' heads (mbexport.families.head_names), PRECISIONS, FLAVORS, POOLINGS and DEVICES (tests/test_hostile_cli.py checks).
-Head = Literal["base", "pretraining", "qa", "classification", "discriminator", "generator", "auto"]
+# They mirror PRECISIONS, FLAVORS, POOLINGS and DEVICES (tests/test_hostile_cli.py checks); the
+# heads are the model families' (mbexport.families.head_names).
+if TYPE_CHECKING:
+    Head = str
+else:
+    Head = Literal[(*head_names(), "auto")]
 Precision = Literal["fp32", "fp16", "int8"]
 Flavor = Literal["fused", "portable"]
 Reference = Literal["auto", "torch", "numpy"]

@@ -15,7 +15,6 @@ vocabulary and the model, and must agree on argmax.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from mbexport.errors import ParityError
-from mbexport.export.heads import HeadConfig
 from mbexport.families import family_of
+from mbexport.heads import Head
+from mbexport.heads.core import np_activation, np_dense, np_layer_norm
 from mbexport.spec import BertSpec, Checkpoint
 
 TOLERANCES = {
@@ -84,19 +84,18 @@ def text_batch(vocab_dir: Path, spec: BertSpec) -> Feeds:
 
 # --- references ------------------------------------------------------------------------------------
 
-def torch_reference(checkpoint: Checkpoint, head: HeadConfig, batches: list[Feeds]) -> list[dict[str, np.ndarray]]:
+def torch_reference(checkpoint: Checkpoint, head: Head, batches: list[Feeds]) -> list[dict[str, np.ndarray]]:
     """Outputs of a fresh transformers model (eval mode, eager attention) holding the same weights."""
     import torch
     import transformers
 
     family = family_of(checkpoint.spec)
     config = getattr(transformers, family.config_class)(**checkpoint.spec.to_hf_config())
-    if head.name == "classification":
+    if head.uses_labels:
         config.num_labels = checkpoint.spec.num_labels
     config.tie_word_embeddings = not any(name in checkpoint.weights for name in family.tied)
-    model = getattr(transformers, head.reference_class)(config,
-                                                        **family.reference_options(head, checkpoint.has_pooler))
-    prefix = "" if head.reference_class == family.base_class else family.hf_prefix
+    model = getattr(transformers, head.architecture)(config, **family.reference_options(head, checkpoint.has_pooler))
+    prefix = "" if head.architecture == family.base_class else family.hf_prefix
     state = {(prefix + k if k.startswith(family.encoder_parts) else k): torch.from_numpy(np.array(v, dtype=np.float32))
              for k, v in checkpoint.weights.items()}
     expected = set(model.state_dict())
@@ -120,80 +119,42 @@ def torch_reference(checkpoint: Checkpoint, head: HeadConfig, batches: list[Feed
     return outputs
 
 
-def numpy_reference(checkpoint: Checkpoint, head: HeadConfig, batches: list[Feeds]) -> list[dict[str, np.ndarray]]:
+def numpy_reference(checkpoint: Checkpoint, head: Head, batches: list[Feeds]) -> list[dict[str, np.ndarray]]:
     """An independent float64 forward in numpy, for machines without torch."""
     return [_numpy_forward(checkpoint, head, feeds) for feeds in batches]
 
 
-_erf = np.frompyfunc(math.erf, 1, 1)
-
-
-def _act(x: np.ndarray, name: str) -> np.ndarray:
-    if name == "relu":
-        return np.maximum(x, 0)
-    if name == "gelu":
-        return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
-    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
-def _ln(x: np.ndarray, w: Mapping[str, np.ndarray], name: str, eps: float) -> np.ndarray:
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * w[name + ".weight"] + w[name + ".bias"]
-
-
-def _numpy_forward(checkpoint: Checkpoint, head: HeadConfig, feeds: Feeds) -> dict[str, np.ndarray]:
+def _numpy_forward(checkpoint: Checkpoint, head: Head, feeds: Feeds) -> dict[str, np.ndarray]:
+    """The encoder (on inputs flattened to [rows, sequence]) then the head's own numpy forward."""
     spec = checkpoint.spec
     w = {k: v.astype(np.float64) for k, v in checkpoint.weights.items()}
-    ids, mask, types = feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"]
+    ids, mask, types = (feeds[k].reshape(-1, feeds[k].shape[-1])
+                        for k in ("input_ids", "attention_mask", "token_type_ids"))
     batch, seq = ids.shape
     eps, nh, hs = spec.layer_norm_eps, spec.num_heads, spec.head_size
 
-    def dense(x: np.ndarray, name: str) -> np.ndarray:
-        return x @ w[name + ".weight"].T + w[name + ".bias"]
-
     x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:seq]
          + w["embeddings.token_type_embeddings.weight"][types])
-    x = _ln(x, w, "embeddings.LayerNorm", eps)
-    if "embeddings_project.weight" in w:  # ELECTRA's factorized embeddings
-        x = dense(x, "embeddings_project")
+    x = family_of(spec).project_embeddings_np(w, np_layer_norm(x, w, "embeddings.LayerNorm", eps))
     bias = (1.0 - mask[:, None, None, :]) * np.finfo(np.float64).min
     for i in range(spec.num_layers):
         p = f"encoder.layer.{i}."
 
         def heads(name: str, p: str = p) -> np.ndarray:
-            return dense(x, p + "attention.self." + name).reshape(batch, seq, nh, hs).transpose(0, 2, 1, 3)
+            return np_dense(x, w, p + "attention.self." + name).reshape(batch, seq, nh, hs).transpose(0, 2, 1, 3)
 
         scores = heads("query") @ heads("key").transpose(0, 1, 3, 2) / math.sqrt(hs) + bias
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         probs = scores / scores.sum(-1, keepdims=True)
         context = (probs @ heads("value")).transpose(0, 2, 1, 3).reshape(batch, seq, nh * hs)
-        x = _ln(dense(context, p + "attention.output.dense") + x, w, p + "attention.output.LayerNorm", eps)
-        inner = _act(dense(x, p + "intermediate.dense"), spec.hidden_act)
-        x = _ln(dense(inner, p + "output.dense") + x, w, p + "output.LayerNorm", eps)
-    out: dict[str, np.ndarray] = {"last_hidden_state": x}
+        x = np_layer_norm(np_dense(context, w, p + "attention.output.dense") + x, w, p + "attention.output.LayerNorm",
+                          eps)
+        inner = np_activation(np_dense(x, w, p + "intermediate.dense"), spec.hidden_act)
+        x = np_layer_norm(np_dense(inner, w, p + "output.dense") + x, w, p + "output.LayerNorm", eps)
+    encoded: dict[str, np.ndarray] = {"last_hidden_state": x}
     if "pooler.dense.weight" in w:
-        out["pooler_output"] = np.tanh(dense(x[:, 0], "pooler.dense"))
-    if head.name == "pretraining":
-        t = _ln(_act(dense(x, "cls.predictions.transform.dense"), spec.hidden_act), w,
-                "cls.predictions.transform.LayerNorm", eps)
-        decoder = w.get("cls.predictions.decoder.weight", w["embeddings.word_embeddings.weight"])
-        out["prediction_logits"] = t @ decoder.T + w["cls.predictions.bias"]
-        out["seq_relationship_logits"] = dense(out["pooler_output"], "cls.seq_relationship")
-    elif head.name == "qa":
-        spans = dense(x, "qa_outputs")
-        out["start_logits"], out["end_logits"] = spans[..., 0], spans[..., 1]
-    elif head.name == "classification" and "classifier.out_proj.weight" in w:  # ELECTRA: dense, GELU on [CLS]
-        out["logits"] = dense(_act(dense(x[:, 0], "classifier.dense"), "gelu"), "classifier.out_proj")
-    elif head.name == "classification":
-        out["logits"] = dense(out["pooler_output"], "classifier")
-    elif head.name == "discriminator":
-        hidden = _act(dense(x, "discriminator_predictions.dense"), spec.hidden_act)
-        out["logits"] = dense(hidden, "discriminator_predictions.dense_prediction")[..., 0]
-    elif head.name == "generator":
-        t = _ln(_act(dense(x, "generator_predictions.dense"), "gelu"), w, "generator_predictions.LayerNorm", eps)
-        table = w.get("generator_lm_head.weight", w["embeddings.word_embeddings.weight"])
-        out["logits"] = t @ table.T + w["generator_lm_head.bias"]
+        encoded["pooler_output"] = np.tanh(np_dense(x[:, 0], w, "pooler.dense"))
+    out = head.forward(spec, w, encoded, feeds)
     return {k: v for k, v in out.items() if k in head.outputs}
 
 
@@ -325,7 +286,7 @@ def torch_available() -> bool:
     return True
 
 
-def check_parity(model_path: Path, checkpoint: Checkpoint, head: HeadConfig, precision: str,
+def check_parity(model_path: Path, checkpoint: Checkpoint, head: Head, precision: str,
                  reference: str = "auto", providers: list[str] | None = None) -> ParityReport:
     """Run the export at ``model_path`` and the reference on a random and a real-text batch."""
     import onnxruntime as ort
@@ -336,9 +297,9 @@ def check_parity(model_path: Path, checkpoint: Checkpoint, head: HeadConfig, pre
     if use_torch and not torch_available():
         raise ParityError("the torch parity reference needs torch and transformers: "
                           "pip install 'mbexport[torch]', or use the numpy reference")
-    batches = [random_batch(checkpoint.spec)]
+    batches = [head.feeds(random_batch(checkpoint.spec))]
     descriptions = ["random ids, right padding, both segments"]
-    batches.append(text_batch(checkpoint.vocab_file, checkpoint.spec))
+    batches.append(head.feeds(text_batch(checkpoint.vocab_file, checkpoint.spec)))
     descriptions.append(f"{len(PARITY_TEXTS)} real texts, native tokenizer")
 
     session = ort.InferenceSession(str(model_path), providers=providers or ["CPUExecutionProvider"])

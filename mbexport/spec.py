@@ -21,14 +21,15 @@ linear weights in PyTorch layout ``[out_features, in_features]``, LayerNorm as
     cls.predictions.bias                                        (decoder tied to word embeddings)
     cls.seq_relationship.{weight,bias}                          (NSP)
     qa_outputs.{weight,bias}                                    (question answering, [2, H])
-    classifier.{weight,bias}                                    (sequence classification, [L, H])
+    classifier.{weight,bias}                                    (sequence or token classification [L, H],
+                                                                 multiple choice [1, H])
 
-Sources translate their own names into this scheme with ``canonical_name``.
+Sources translate their own names into this scheme with ``canonical_name``. The heads' weights
+(and which heads exist) are the head registry's (``mbexport.heads``); this module asks it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -40,9 +41,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mbexport.errors import CheckpointFormatError, ShapeError
+from mbexport.heads import HEADS, head_shapes, optional_shapes
 from mbexport.semantics import DEFAULT, EmbeddingSemantics
-
-HEADS = ("base", "pretraining", "qa", "classification")
 
 # Activations the exporter can emit; names as in HF configs.
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -70,9 +70,6 @@ UNSUPPORTED_OPTIONS: dict[str, Any] = {
     "is_encoder_decoder": False,
     "pruned_heads": {},  # layers with fewer attention heads than the config says
 }
-# HF classes whose head weights have the names of a head mbexport builds but are applied
-# differently (per token, per choice): their encoder converts, that head is never offered.
-FOREIGN_HEADS = {"BertForTokenClassification": "classification", "BertForMultipleChoice": "classification"}
 
 
 def is_int(value: Any) -> bool:
@@ -167,10 +164,6 @@ class BertSpec:
                 "num_attention_heads, intermediate_size and vocab_size"
             )
         _check_options(config, where)
-        architectures = config.get("architectures")
-        if isinstance(architectures, list):
-            foreign = {FOREIGN_HEADS[a] for a in architectures if a in FOREIGN_HEADS}
-            heads = tuple(h for h in heads if h not in foreign)
         hidden = _config_int(config, "hidden_size", 1, MAX_HIDDEN, where)
         spec = cls(
             num_layers=_config_int(config, "num_hidden_layers", 1, MAX_LAYERS, where),
@@ -201,14 +194,8 @@ class BertSpec:
     def to_hf_config(self, source_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """An HF ``config.json`` for this model (written into every export); a classifier keeps
         ``source_config``'s ``id2label`` / ``label2id``, so pipelines show its real labels."""
-        architectures = {
-            "base": "BertModel",
-            "pretraining": "BertForPreTraining",
-            "qa": "BertForQuestionAnswering",
-            "classification": "BertForSequenceClassification",
-        }
         config: dict[str, Any] = {
-            "architectures": [architectures[h] for h in self.heads if h != "base"] or ["BertModel"],
+            "architectures": [HEADS[h].architecture for h in self.heads if h != "base"] or ["BertModel"],
             "model_type": "bert",
             "hidden_size": self.hidden_size,
             "num_hidden_layers": self.num_layers,
@@ -225,7 +212,7 @@ class BertSpec:
             "pad_token_id": 0,
             "position_embedding_type": "absolute",
         }
-        if "classification" in self.heads:
+        if any(HEADS[h].uses_labels for h in self.heads):
             config["num_labels"] = self.num_labels
             config.update(_labels(source_config or {}, self.num_labels))
         return config
@@ -259,33 +246,19 @@ class BertSpec:
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shape of every canonical weight this spec needs (heads included)."""
-        h = self.hidden_size
-        shapes = self.encoder_shapes()
-        if "pretraining" in self.heads:
-            shapes["cls.predictions.transform.dense.weight"] = (h, h)
-            shapes["cls.predictions.transform.dense.bias"] = (h,)
-            shapes["cls.predictions.transform.LayerNorm.weight"] = (h,)
-            shapes["cls.predictions.transform.LayerNorm.bias"] = (h,)
-            shapes["cls.predictions.bias"] = (self.vocab_size,)
-            shapes["cls.seq_relationship.weight"] = (2, h)
-            shapes["cls.seq_relationship.bias"] = (2,)
-        if "qa" in self.heads:
-            shapes["qa_outputs.weight"] = (2, h)
-            shapes["qa_outputs.bias"] = (2,)
-        if "classification" in self.heads:
-            shapes["classifier.weight"] = (self.num_labels, h)
-            shapes["classifier.bias"] = (self.num_labels,)
-        return shapes
+        return {**self.encoder_shapes(), **head_shapes(self, self.heads)}
+
+    def optional_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Weights some head reads when present (an untied MLM decoder), with their shapes."""
+        return optional_shapes(self)
 
     def known_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every canonical weight a checkpoint of this spec may carry: the encoder, the pooler and
-        every head mbexport knows (an MLM-only checkpoint's ``cls.predictions.*`` included), whichever
-        heads this spec emits."""
+        every head mbexport knows, whichever heads this spec has (its own heads' shapes win where
+        heads share a name, as classifiers do)."""
         h = self.hidden_size
-        shapes = dataclasses.replace(self, heads=HEADS).expected_shapes()
-        shapes.update({"pooler.dense.weight": (h, h), "pooler.dense.bias": (h,),
-                       "cls.predictions.decoder.weight": (self.vocab_size, h)})
-        return shapes
+        return {**head_shapes(self, HEADS), **self.optional_shapes(), **self.expected_shapes(),
+                "pooler.dense.weight": (h, h), "pooler.dense.bias": (h,)}
 
 
 def _labels(config: Mapping[str, Any], num_labels: int) -> dict[str, Any]:
@@ -314,18 +287,6 @@ def canonical_name(name: str) -> str:
     for pattern, replacement in _RENAMES:
         name = pattern.sub(replacement, name)
     return name
-
-
-def detect_heads(names: set[str]) -> tuple[str, ...]:
-    """Which heads a set of canonical weight names carries (``base`` always)."""
-    heads = ["base"]
-    if "cls.predictions.bias" in names and "cls.seq_relationship.weight" in names:
-        heads.append("pretraining")
-    if "qa_outputs.weight" in names:
-        heads.append("qa")
-    if "classifier.weight" in names:
-        heads.append("classification")
-    return tuple(heads)
 
 
 @dataclass
@@ -366,7 +327,7 @@ class Checkpoint:
                 f"{self.source}: {len(unused)} weight(s) that no part of a {self.spec.num_layers}-layer BERT uses: "
                 f"{', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}; the config describes a different "
                 "architecture (more layers? relative positions?) than the weights, fix it or use the right checkpoint")
-        for name in ("pooler.dense.weight", "pooler.dense.bias", "cls.predictions.decoder.weight"):
+        for name in ("pooler.dense.weight", "pooler.dense.bias", *self.spec.optional_shapes()):
             w = self.weights.get(name)
             if w is not None and tuple(w.shape) != known[name]:
                 raise ShapeError(f"{self.source}: weight {name!r} has shape {tuple(w.shape)}, expected {known[name]}")

@@ -66,6 +66,9 @@ ARCHITECTURES = {
     "pretraining": "BertForPreTraining",
     "qa": "BertForQuestionAnswering",
     "classification": "BertForSequenceClassification",
+    "token-classification": "BertForTokenClassification",
+    "masked-lm": "BertForMaskedLM",
+    "multiple-choice": "BertForMultipleChoice",
 }
 
 
@@ -88,7 +91,7 @@ def write_tiny_checkpoint(
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(seed)
     cfg = transformers.BertConfig(**(config or TINY_CONFIG))
-    if head == "classification":
+    if head in ("classification", "token-classification"):
         cfg.num_labels = 3
     model = getattr(transformers, ARCHITECTURES[head])(cfg).eval()
     with torch.no_grad():

@@ -15,7 +15,7 @@ from mbexport.catalog import Source
 from mbexport.converter import convert_detailed
 from mbexport.errors import ExportError
 from mbexport.export.build import build_model
-from mbexport.export.heads import HEAD_CONFIGS
+from mbexport.heads import HEADS
 from mbexport.parity import HISTOGRAM_DECADES, check_parity, numpy_reference, random_batch, torch_reference
 from mbexport.sources import load_checkpoint
 from mbexport.spec import sha256_files
@@ -66,7 +66,7 @@ def test_names_follow_checkpoint_parameters(tiny_checkpoint):
 def test_every_head_matches_transformers(tiny_checkpoint, tmp_path, head, flavor, precision):
     checkpoint = load(tiny_checkpoint(head=head, fmt="safetensors", seed=3))
     built = build_model(checkpoint, head=head, flavor=flavor, precision=precision)
-    assert built.outputs == list(HEAD_CONFIGS[head].outputs)
+    assert built.outputs == list(HEADS[head].outputs)
     report = check_parity(save(built.model, tmp_path), checkpoint, built.head, precision, reference="torch")
     assert report.reference.startswith("torch")
     assert report.passed, report.to_dict()
@@ -99,7 +99,7 @@ def test_numpy_reference_equals_torch_reference(tiny_checkpoint):
     """The torch-free fallback reference is an independent forward that agrees with transformers."""
     checkpoint = load(tiny_checkpoint(head="pretraining"))
     batches = [random_batch(checkpoint.spec, seed=5)]
-    head = HEAD_CONFIGS["pretraining"]
+    head = HEADS["pretraining"]
     ours = numpy_reference(checkpoint, head, batches)[0]
     theirs = torch_reference(checkpoint, head, batches)[0]
     mask = batches[0]["attention_mask"].astype(bool)

@@ -324,12 +324,12 @@ def test_weights_of_no_known_part_are_refused(tiny_checkpoint) -> None:
 
 
 def test_masked_lm_checkpoint_converts_its_encoder(tmp_path: Path) -> None:
-    """BertForMaskedLM weights (cls.predictions.* without NSP) belong to a known head: kept, not refused."""
+    """BertForMaskedLM weights (cls.predictions.* without NSP) are the masked-lm head: kept, not refused."""
     model = transformers.BertForMaskedLM(transformers.BertConfig(**TINY_CONFIG)).eval()
     directory = _hf_dir(tmp_path / "mlm")
     model.save_pretrained(directory)
     checkpoint = load_hf_dir(directory)
-    assert checkpoint.spec.heads == ("base",)
+    assert checkpoint.spec.heads == ("base", "masked-lm")
     assert "cls.predictions.transform.dense.weight" in checkpoint.weights
     reference = model.bert.state_dict()
     for name, tensor in reference.items():
@@ -337,15 +337,17 @@ def test_masked_lm_checkpoint_converts_its_encoder(tmp_path: Path) -> None:
             np.testing.assert_array_equal(checkpoint.weights[name], tensor.numpy(), err_msg=name)
 
 
-@pytest.mark.parametrize("architecture", ["BertForTokenClassification", "BertForMultipleChoice"])
-def test_foreign_classifier_is_never_offered_as_a_sequence_classifier(tmp_path: Path, architecture: str) -> None:
+@pytest.mark.parametrize(("architecture", "head"), [("BertForTokenClassification", "token-classification"),
+                                                    ("BertForMultipleChoice", "multiple-choice")])
+def test_foreign_classifier_is_never_offered_as_a_sequence_classifier(tmp_path: Path, architecture: str,
+                                                                      head: str) -> None:
     """A per-token (or per-choice) classifier has a sequence classifier's weight names; exporting
-    it as one would be a wrong model that passes parity, so only its encoder is offered."""
+    it as one would be a wrong model that passes parity, so only its own head is offered."""
     config = transformers.BertConfig(**TINY_CONFIG, num_labels=3)
     directory = _hf_dir(tmp_path / architecture)
     getattr(transformers, architecture)(config).save_pretrained(directory)
     checkpoint = load_hf_dir(directory)
-    assert checkpoint.spec.heads == ("base",)
+    assert checkpoint.spec.heads == ("base", head)
     assert "classifier.weight" in checkpoint.weights
 
 

@@ -1,6 +1,6 @@
 """Compose encoder + head into one ONNX model, in a flavor and a precision.
 
-    input_ids, attention_mask, token_type_ids (int64 [batch, sequence])
+    input_ids, attention_mask, token_type_ids (int64 [batch, sequence]; the head's input_dims)
       -> encoder (fused contrib ops or portable standard ops)
       -> head outputs (float32 always: fp16 graphs cast at the end, so callers
          never see a dtype that depends on the export)
@@ -18,8 +18,8 @@ from onnx import TensorProto, helper
 from mbexport.errors import ExportError
 from mbexport.export.encoder import encoder
 from mbexport.export.graph import Graph, with_weights
-from mbexport.export.heads import HeadConfig, choose_head, output_names
 from mbexport.families import family_of
+from mbexport.heads import Head, choose_head
 from mbexport.spec import Checkpoint
 
 FLAVORS = ("fused", "portable")
@@ -35,7 +35,7 @@ class BuiltModel:
 
     skeleton: onnx.ModelProto
     initializers: list[tuple[str, np.ndarray]]
-    head: HeadConfig
+    head: Head
     outputs: list[str]
     flavor: str
     precision: str
@@ -58,13 +58,15 @@ def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused
         raise ExportError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     checkpoint.validate()
     family = family_of(checkpoint.spec)
-    config = choose_head(checkpoint, head, family.heads, family.auto_order)
+    config = choose_head(checkpoint, head, family.heads)
     spec, weights = checkpoint.spec, checkpoint.weights
     g = Graph(float_dtype=PRECISIONS[precision])
 
-    hidden = encoder(g, spec, weights, *INPUT_NAMES, fused=flavor == "fused", project=family.project_embeddings)
-    names = output_names(config, checkpoint)
-    tensors = config.emit(g, spec, weights, hidden)
+    graph_inputs = list(INPUT_NAMES)
+    ids, mask, types = config.graph_inputs(g, graph_inputs)
+    hidden = encoder(g, spec, weights, ids, mask, types, fused=flavor == "fused", project=family.project_embeddings)
+    names = config.output_names(checkpoint.has_pooler)
+    tensors = config.emit(g, spec, weights, hidden, graph_inputs)
     for name, tensor in zip(names, tensors, strict=True):
         # Every output gets a node of its own name: Cast for fp16, Identity for fp32.
         if precision == "fp16":
@@ -72,7 +74,7 @@ def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused
         else:
             g.op("Identity", [tensor], name)
 
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in INPUT_NAMES]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, list(config.input_dims)) for n in INPUT_NAMES]
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(config.outputs[n])) for n in names]
     for output in outputs:  # fixed-size dims ("2") are numbers, not symbols
         for dim in output.type.tensor_type.shape.dim:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mbexport.export.graph import Graph
-from mbexport.spec import BertSpec
+if TYPE_CHECKING:  # the head registry (mbexport.heads) imports this module while spec.py loads
+    from mbexport.export.graph import Graph
+    from mbexport.spec import BertSpec
 
 Weights = Mapping[str, np.ndarray]
 
@@ -33,7 +35,7 @@ def embeddings_fused(g: Graph, spec: BertSpec, w: Weights, ids32: str, types32: 
         input_ids, token_type_ids --> EmbedLayerNormalization --> hidden [B, S, H]
     """
     p = "embeddings."
-    out = g.ms(
+    return g.ms_multi(
         "EmbedLayerNormalization",
         [
             ids32,
@@ -45,10 +47,9 @@ def embeddings_fused(g: Graph, spec: BertSpec, w: Weights, ids32: str, types32: 
             g.weight(p + "LayerNorm.bias", w[p + "LayerNorm.bias"]),
         ],
         "embeddings/EmbedLayerNormalization",
-        outputs=2,
+        2,  # output and mask_index: the op's schema requires both
         epsilon=spec.layer_norm_eps,
-    )
-    return out[0]
+    )[0]
 
 
 def embeddings_portable(g: Graph, spec: BertSpec, w: Weights, input_ids: str, token_type_ids: str) -> str:

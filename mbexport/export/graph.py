@@ -8,6 +8,7 @@ touches ``onnx.helper``; the parts in ``encoder.py`` and ``heads.py`` describe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -51,20 +52,27 @@ class Graph:
         """A small constant initializer (scalars and shape vectors)."""
         return self.weight(name, np.array(value, dtype=dtype or self.float_dtype), dtype=dtype)
 
-    def op(
-        self, op_type: str, inputs: list[str], name: str, *, outputs: int = 1, domain: str = "", **attrs: object
-    ) -> str | list[str]:
-        """Emit one node named ``name``; its outputs are ``name`` (or ``name:i`` for several)."""
+    def op(self, op_type: str, inputs: list[str], name: str, *, domain: str = "", **attrs: Any) -> str:
+        """Emit one single-output node named ``name``; its output is ``name`` too."""
+        return self.op_multi(op_type, inputs, name, 1, domain=domain, **attrs)[0]
+
+    def op_multi(self, op_type: str, inputs: list[str], name: str, outputs: int, *, domain: str = "",
+                 **attrs: Any) -> list[str]:
+        """Emit one node with ``outputs`` outputs, named ``name:0``, ``name:1``, ... (``name`` when one)."""
         n = self._count.get(name, 0)
         self._count[name] = n + 1
         node_name = name if n == 0 else f"{name}_{n}"
         out_names = [node_name] if outputs == 1 else [f"{node_name}:{i}" for i in range(outputs)]
         self.nodes.append(helper.make_node(op_type, inputs, out_names, name=node_name, domain=domain, **attrs))
-        return out_names[0] if outputs == 1 else out_names
+        return out_names
 
-    def ms(self, op_type: str, inputs: list[str], name: str, *, outputs: int = 1, **attrs: object) -> str | list[str]:
-        """Emit an onnxruntime contrib op (com.microsoft domain)."""
-        return self.op(op_type, inputs, name, outputs=outputs, domain=MS_DOMAIN, **attrs)
+    def ms(self, op_type: str, inputs: list[str], name: str, **attrs: Any) -> str:
+        """Emit a single-output onnxruntime contrib op (com.microsoft domain)."""
+        return self.op(op_type, inputs, name, domain=MS_DOMAIN, **attrs)
+
+    def ms_multi(self, op_type: str, inputs: list[str], name: str, outputs: int, **attrs: Any) -> list[str]:
+        """Emit a contrib op with several outputs (see ``op_multi``)."""
+        return self.op_multi(op_type, inputs, name, outputs, domain=MS_DOMAIN, **attrs)
 
     def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
         """``x @ weight.T + bias`` for a PyTorch-layout ``[out, in]`` weight (stored transposed)."""

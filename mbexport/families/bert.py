@@ -1,7 +1,7 @@
 """BERT, the first family: the behaviour mbexport always had, stated as a ``ModelFamily``.
 
-BERT's heads are export/heads.py's ``HEAD_CONFIGS``; its TF1/TF2 variable names are the
-base scheme of sources/tf_checkpoint.py, which every family's TF names map onto.
+BERT's heads are the head registry (``mbexport.heads.HEADS``); its encoder's TF1/TF2 variable
+names are the base scheme of sources/tf_checkpoint.py, which other families' TF names map onto.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from mbexport.export.heads import AUTO_ORDER, HEAD_CONFIGS, HeadConfig
 from mbexport.families.base import ModelFamily
-from mbexport.spec import BertSpec, detect_heads
+from mbexport.heads import HEADS, Head
+from mbexport.spec import BertSpec
 
 
 class BertFamily(ModelFamily):
@@ -24,17 +24,13 @@ class BertFamily(ModelFamily):
     spec_class = BertSpec
     config_class = "BertConfig"
     base_class = "BertModel"
-    heads = HEAD_CONFIGS
-    auto_order = AUTO_ORDER
+    heads = HEADS
     tied: ClassVar[Mapping[str, str]] = {"cls.predictions.decoder.weight": "embeddings.word_embeddings.weight"}
     encoder_parts = ("embeddings.", "encoder.", "pooler.")
 
-    def detect_heads(self, names: set[str]) -> tuple[str, ...]:
-        return detect_heads(names)
-
-    def reference_options(self, head: HeadConfig, has_pooler: bool) -> dict[str, Any]:
+    def reference_options(self, head: Head, has_pooler: bool) -> dict[str, Any]:
         """``BertModel`` without a pooler when the checkpoint has none (sentence-transformers models)."""
-        return {"add_pooling_layer": False} if head.name == "base" and not has_pooler else {}
+        return {"add_pooling_layer": False} if head.architecture == self.base_class and not has_pooler else {}
 
 
 BERT = BertFamily()

@@ -28,18 +28,31 @@ discriminator; the other network's tensors are skipped.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 
 from mbexport.export.encoder import activation, layer_norm
-from mbexport.export.graph import Graph
-from mbexport.export.heads import BSH, HeadConfig
-from mbexport.families.base import OTHER_NETWORK, ModelFamily, TFRule, Weights
+from mbexport.families.base import OTHER_NETWORK, ModelFamily
+from mbexport.heads.core import (
+    Feeds,
+    Head,
+    Shapes,
+    TfRule,
+    Weights,
+    linear_shapes,
+    np_activation,
+    np_dense,
+    np_layer_norm,
+    tf_linear,
+)
 from mbexport.spec import MAX_HIDDEN, BertSpec, _config_int, _labels
+
+if TYPE_CHECKING:
+    from mbexport.export.graph import Graph
 
 ARCHITECTURES = {
     "base": "ElectraModel",
@@ -76,34 +89,23 @@ class ElectraSpec(BertSpec):
         return shapes
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
-        h, e = self.hidden_size, self.embedding_size
         shapes = self.encoder_shapes()
-        if "discriminator" in self.heads:
-            shapes.update({"discriminator_predictions.dense.weight": (h, h),
-                           "discriminator_predictions.dense.bias": (h,),
-                           "discriminator_predictions.dense_prediction.weight": (1, h),
-                           "discriminator_predictions.dense_prediction.bias": (1,)})
-        if "generator" in self.heads:
-            shapes.update({"generator_predictions.dense.weight": (e, h), "generator_predictions.dense.bias": (e,),
-                           "generator_predictions.LayerNorm.weight": (e,),
-                           "generator_predictions.LayerNorm.bias": (e,),
-                           "generator_lm_head.bias": (self.vocab_size,)})
-        if "classification" in self.heads:
-            shapes.update({"classifier.dense.weight": (h, h), "classifier.dense.bias": (h,),
-                           "classifier.out_proj.weight": (self.num_labels, h),
-                           "classifier.out_proj.bias": (self.num_labels,)})
+        for name in self.heads:
+            shapes.update(HEADS[name].weights(self))
         return shapes
 
+    def optional_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: shape for head in HEADS.values() for name, shape in head.optional_weights(self).items()}
+
     def known_shapes(self) -> dict[str, tuple[int, ...]]:
-        shapes = dataclasses.replace(self, heads=tuple(ARCHITECTURES)).expected_shapes()
-        shapes["generator_lm_head.weight"] = (self.vocab_size, self.embedding_size)
-        return shapes
+        every_head = dataclasses.replace(self, heads=tuple(HEADS)).expected_shapes()
+        return {**every_head, **self.optional_shapes(), **self.expected_shapes()}
 
     def to_hf_config(self, source_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         config = BertSpec.to_hf_config(dataclasses.replace(self, heads=("base",)))
         config.update(model_type="electra", embedding_size=self.embedding_size,
-                      architectures=[ARCHITECTURES[h] for h in self.heads if h != "base"] or ["ElectraModel"])
-        if "classification" in self.heads:
+                      architectures=[HEADS[h].architecture for h in self.heads if h != "base"] or ["ElectraModel"])
+        if any(HEADS[h].uses_labels for h in self.heads):
             config["num_labels"] = self.num_labels
             config.update(_labels(source_config or {}, self.num_labels))
         return config
@@ -111,74 +113,125 @@ class ElectraSpec(BertSpec):
 
 # --- heads ---------------------------------------------------------------------------------------
 
-def discriminator(g: Graph, spec: BertSpec, w: Weights, hidden: str) -> list[str]:
+DISC = "discriminator_predictions."
+GEN = "generator_predictions."
+LM_BIAS, LM_WEIGHT = "generator_lm_head.bias", "generator_lm_head.weight"
+
+
+class ElectraBase(Head):
+    """ElectraModel's one output (no pooler)."""
+
+    def detect(self, names: AbstractSet[str], architectures: AbstractSet[str]) -> bool:
+        return True
+
+    def emit(self, g: Graph, spec: BertSpec, w: Weights, hidden: str, inputs: list[str]) -> list[str]:
+        return [hidden]
+
+    def forward(self, spec: BertSpec, w: Weights, encoded: dict[str, np.ndarray],
+                feeds: Feeds) -> dict[str, np.ndarray]:
+        return {"last_hidden_state": encoded["last_hidden_state"]}
+
+
+class Discriminator(Head):
     """Replaced-token logits, one per token::
 
         hidden [B, S, H] --dense, act--> [B, S, H] --dense_prediction--> [B, S, 1] --Squeeze--> logits [B, S]
     """
-    p = "discriminator_predictions."
-    x = g.linear(hidden, w[p + "dense.weight"], None, p + "dense")
-    x = activation(g, x, w[p + "dense.bias"], spec.hidden_act, p + "dense", fused=False)
-    x = g.linear(x, w[p + "dense_prediction.weight"], w[p + "dense_prediction.bias"], p + "dense_prediction")
-    return [g.op("Squeeze", [x, g.const("axis_last", [-1], np.int64)], p + "Squeeze")]
+
+    def weights(self, spec: BertSpec) -> Shapes:
+        h = spec.hidden_size
+        return {**linear_shapes(DISC + "dense", h, h), **linear_shapes(DISC + "dense_prediction", 1, h)}
+
+    def detect(self, names: AbstractSet[str], architectures: AbstractSet[str]) -> bool:
+        return DISC + "dense_prediction.weight" in names
+
+    def emit(self, g: Graph, spec: BertSpec, w: Weights, hidden: str, inputs: list[str]) -> list[str]:
+        x = g.linear(hidden, w[DISC + "dense.weight"], None, DISC + "dense")
+        x = activation(g, x, w[DISC + "dense.bias"], spec.hidden_act, DISC + "dense", fused=False)
+        x = g.linear(x, w[DISC + "dense_prediction.weight"], w[DISC + "dense_prediction.bias"],
+                     DISC + "dense_prediction")
+        return [g.op("Squeeze", [x, g.const("axis_last", [-1], np.int64)], DISC + "Squeeze")]
+
+    def forward(self, spec: BertSpec, w: Weights, encoded: dict[str, np.ndarray],
+                feeds: Feeds) -> dict[str, np.ndarray]:
+        hidden = np_activation(np_dense(encoded["last_hidden_state"], w, DISC + "dense"), spec.hidden_act)
+        return {"logits": np_dense(hidden, w, DISC + "dense_prediction")[..., 0]}
 
 
-def generator(g: Graph, spec: BertSpec, w: Weights, hidden: str) -> list[str]:
-    """Vocabulary logits: dense to the embedding width, GELU (always, as transformers and
-    Google's code build it), LayerNorm, then the output layer, tied to the word embeddings
-    (read through a Transpose, stored once) unless the checkpoint carries its own."""
-    p = "generator_predictions."
-    x = g.linear(hidden, w[p + "dense.weight"], None, p + "dense")
-    x = activation(g, x, w[p + "dense.bias"], "gelu", p + "dense", fused=False)
-    x = layer_norm(g, x, w, p + "LayerNorm", spec.layer_norm_eps)
-    name = "generator_lm_head.weight" if "generator_lm_head.weight" in w else "embeddings.word_embeddings.weight"
-    table = g.op("Transpose", [g.weight(name, w[name])], "generator_lm_head/Transpose", perm=[1, 0])
-    logits = g.op("MatMul", [x, table], "generator_lm_head/MatMul")
-    return [g.op("Add", [logits, g.weight("generator_lm_head.bias", w["generator_lm_head.bias"])],
-                 "generator_lm_head/Add")]
+class Generator(Head):
+    """Vocabulary logits: dense to the embedding width, GELU (always, as transformers and Google's
+    code build it), LayerNorm, then the output layer, tied to the word embeddings (read through a
+    Transpose, stored once) unless the checkpoint carries its own ``generator_lm_head.weight``."""
+
+    def weights(self, spec: BertSpec) -> Shapes:
+        e = spec.embedding_width
+        return {**linear_shapes(GEN + "dense", e, spec.hidden_size), GEN + "LayerNorm.weight": (e,),
+                GEN + "LayerNorm.bias": (e,), LM_BIAS: (spec.vocab_size,)}
+
+    def optional_weights(self, spec: BertSpec) -> Shapes:
+        return {LM_WEIGHT: (spec.vocab_size, spec.embedding_width)}
+
+    def detect(self, names: AbstractSet[str], architectures: AbstractSet[str]) -> bool:
+        return GEN + "dense.weight" in names and LM_BIAS in names
+
+    def emit(self, g: Graph, spec: BertSpec, w: Weights, hidden: str, inputs: list[str]) -> list[str]:
+        x = g.linear(hidden, w[GEN + "dense.weight"], None, GEN + "dense")
+        x = activation(g, x, w[GEN + "dense.bias"], "gelu", GEN + "dense", fused=False)
+        x = layer_norm(g, x, w, GEN + "LayerNorm", spec.layer_norm_eps)
+        name = LM_WEIGHT if LM_WEIGHT in w else "embeddings.word_embeddings.weight"
+        table = g.op("Transpose", [g.weight(name, w[name])], "generator_lm_head/Transpose", perm=[1, 0])
+        logits = g.op("MatMul", [x, table], "generator_lm_head/MatMul")
+        return [g.op("Add", [logits, g.weight(LM_BIAS, w[LM_BIAS])], "generator_lm_head/Add")]
+
+    def forward(self, spec: BertSpec, w: Weights, encoded: dict[str, np.ndarray],
+                feeds: Feeds) -> dict[str, np.ndarray]:
+        x = np_activation(np_dense(encoded["last_hidden_state"], w, GEN + "dense"), "gelu")
+        x = np_layer_norm(x, w, GEN + "LayerNorm", spec.layer_norm_eps)
+        table = w[LM_WEIGHT] if LM_WEIGHT in w else w["embeddings.word_embeddings.weight"]
+        return {"logits": x @ table.T + w[LM_BIAS]}
 
 
-def classification(g: Graph, spec: BertSpec, w: Weights, hidden: str) -> list[str]:
+class Classification(Head):
     """Sequence logits from the first token: dense, GELU, out_proj (no tanh pooler)."""
-    first = g.op("Gather", [hidden, g.const("index0", 0, np.int64)], "classifier/Gather", axis=1)
-    x = g.linear(first, w["classifier.dense.weight"], None, "classifier.dense")
-    x = activation(g, x, w["classifier.dense.bias"], "gelu", "classifier.dense", fused=False)
-    return [g.linear(x, w["classifier.out_proj.weight"], w["classifier.out_proj.bias"], "classifier.out_proj")]
+
+    def weights(self, spec: BertSpec) -> Shapes:
+        h = spec.hidden_size
+        return {**linear_shapes("classifier.dense", h, h), **linear_shapes("classifier.out_proj", spec.num_labels, h)}
+
+    def detect(self, names: AbstractSet[str], architectures: AbstractSet[str]) -> bool:
+        return "classifier.out_proj.weight" in names
+
+    def emit(self, g: Graph, spec: BertSpec, w: Weights, hidden: str, inputs: list[str]) -> list[str]:
+        first = g.op("Gather", [hidden, g.const("index0", 0, np.int64)], "classifier/Gather", axis=1)
+        x = g.linear(first, w["classifier.dense.weight"], None, "classifier.dense")
+        x = activation(g, x, w["classifier.dense.bias"], "gelu", "classifier.dense", fused=False)
+        return [g.linear(x, w["classifier.out_proj.weight"], w["classifier.out_proj.bias"], "classifier.out_proj")]
+
+    def forward(self, spec: BertSpec, w: Weights, encoded: dict[str, np.ndarray],
+                feeds: Feeds) -> dict[str, np.ndarray]:
+        first = np_activation(np_dense(encoded["last_hidden_state"][:, 0], w, "classifier.dense"), "gelu")
+        return {"logits": np_dense(first, w, "classifier.out_proj")}
 
 
-HEADS: dict[str, HeadConfig] = {
-    "base": HeadConfig("base", {"last_hidden_state": BSH}, ARCHITECTURES["base"],
-                       lambda g, spec, w, hidden: [hidden], needs_pooler=False),
-    "discriminator": HeadConfig("discriminator", {"logits": ("batch", "sequence")}, ARCHITECTURES["discriminator"],
-                                discriminator, needs_pooler=False),
-    "generator": HeadConfig("generator", {"logits": ("batch", "sequence", "vocab")}, ARCHITECTURES["generator"],
-                            generator, needs_pooler=False),
-    "classification": HeadConfig("classification", {"logits": ("batch", "labels")},
-                                 ARCHITECTURES["classification"], classification, needs_pooler=False),
-}
+# google-research/electra run_pretraining.py: the discriminator's output layer is the scope's
+# second unnamed tf.layers.dense ("dense_1"); the generator's bias is a plain variable.
+HEADS: dict[str, Head] = {h.name: h for h in (
+    ElectraBase("base", ARCHITECTURES["base"], {"last_hidden_state": ("batch", "sequence", "hidden")}, priority=0),
+    Discriminator("discriminator", ARCHITECTURES["discriminator"], {"logits": ("batch", "sequence")}, priority=20,
+                  tf1={**tf_linear("discriminator_predictions/dense", DISC + "dense"),
+                       **tf_linear("discriminator_predictions/dense_1", DISC + "dense_prediction")}),
+    Generator("generator", ARCHITECTURES["generator"], {"logits": ("batch", "sequence", "vocab")}, priority=10,
+              tf1={**tf_linear("generator_predictions/dense", GEN + "dense"),
+                   "generator_predictions/LayerNorm/gamma": (GEN + "LayerNorm.weight", "copy"),
+                   "generator_predictions/LayerNorm/beta": (GEN + "LayerNorm.bias", "copy"),
+                   "generator_predictions/output_bias": (LM_BIAS, "copy")}),
+    Classification("classification", ARCHITECTURES["classification"], {"logits": ("batch", "labels")},
+                   priority=40, uses_labels=True),
+)}
 
 
-# --- TF1 names -----------------------------------------------------------------------------------
-
-def _linear(leaf: str) -> str:
-    return "T" if leaf == "kernel" else "copy"
-
-
-def _leaf(leaf: str) -> str:
-    return "weight" if leaf in ("kernel", "gamma") else "bias"
-
-
-def _head_rule(name: str) -> TFRule | None:
-    """The prediction heads' TF1 names (both networks')."""
-    if m := re.fullmatch(r"discriminator_predictions/(dense|dense_1)/(kernel|bias)", name):
-        module = "dense" if m[1] == "dense" else "dense_prediction"
-        return f"discriminator_predictions.{module}.{_leaf(m[2])}", _linear(m[2])
-    if m := re.fullmatch(r"generator_predictions/(dense/kernel|dense/bias|LayerNorm/gamma|LayerNorm/beta)", name):
-        module, leaf = m[1].split("/")
-        return f"generator_predictions.{module}.{_leaf(leaf)}", _linear(leaf)
-    if name == "generator_predictions/output_bias":
-        return "generator_lm_head.bias", "copy"
-    return None
+# TF1 head variables -> (head, rule): a head of the other network is skipped.
+_HEAD_TF1 = {tf_name: (head.name, rule) for head in HEADS.values() for tf_name, rule in head.tf1.items()}
 
 
 class ElectraFamily(ModelFamily):
@@ -192,7 +245,6 @@ class ElectraFamily(ModelFamily):
     config_class = "ElectraConfig"
     base_class = "ElectraModel"
     heads = HEADS
-    auto_order = ("classification", "discriminator", "generator", "base")
     tied: ClassVar[Mapping[str, str]] = {"generator_lm_head.weight": "embeddings.word_embeddings.weight"}
     encoder_parts = ("embeddings.", "embeddings_project.", "encoder.")
 
@@ -200,42 +252,34 @@ class ElectraFamily(ModelFamily):
         return any(n.startswith(("electra.", "electra/", "generator/", "discriminator_predictions"))
                    for n in names)
 
-    def detect_heads(self, names: set[str]) -> tuple[str, ...]:
-        heads = ["base"]
-        if "discriminator_predictions.dense_prediction.weight" in names:
-            heads.append("discriminator")
-        if "generator_predictions.dense.weight" in names and "generator_lm_head.bias" in names:
-            heads.append("generator")
-        if "classifier.out_proj.weight" in names:
-            heads.append("classification")
-        return tuple(heads)
-
     def project_embeddings(self, g: Graph, spec: BertSpec, w: Weights, x: str) -> str:
         """``embeddings_project`` (embedding width -> hidden size) when the widths differ."""
         if "embeddings_project.weight" not in w:
             return x
         return g.linear(x, w["embeddings_project.weight"], w["embeddings_project.bias"], "embeddings_project")
 
+    def project_embeddings_np(self, w: Weights, x: np.ndarray) -> np.ndarray:
+        return np_dense(x, w, "embeddings_project") if "embeddings_project.weight" in w else x
+
     def tf_rule(self, name: str, config: Mapping[str, Any], num_layers: int,
-                bert_rule: Callable[[str, int], TFRule | None]) -> TFRule | None:
+                bert_rule: Callable[[str, int], TfRule | None]) -> TfRule | None:
         """The network the config describes (``generator_network``) maps through BERT's TF1 names
         under its own scope; the other network's tensors are ``OTHER_NETWORK``."""
         generator_net = generator_network(config)
         scope, other = ("generator/", "electra/") if generator_net else ("electra/", "generator/")
-        if m := re.fullmatch(r"(electra|generator)/embeddings_project/(kernel|bias)", name):
-            if f"{m[1]}/" != scope:
-                return OTHER_NETWORK
-            return f"embeddings_project.{_leaf(m[2])}", _linear(m[2])
+        project = tf_linear(scope + "embeddings_project", "embeddings_project")
+        if name in project:
+            return project[name]
         if name.startswith("electra/embeddings/"):  # shared by both networks
             return bert_rule("bert/" + name.removeprefix("electra/"), num_layers)
         if name.startswith(scope + "encoder/"):
             return bert_rule("bert/" + name.removeprefix(scope), num_layers)
-        if name.startswith(other + "encoder/"):
+        if name.startswith((other + "encoder/", other + "embeddings_project/")):
             return OTHER_NETWORK
-        rule = _head_rule(name)
-        if rule is not None and rule[0].startswith("generator") != generator_net:
-            return OTHER_NETWORK
-        return rule
+        if name in _HEAD_TF1:
+            head, rule = _HEAD_TF1[name]
+            return rule if (head == "generator") == generator_net else OTHER_NETWORK
+        return None
 
 
 def generator_network(config: Mapping[str, Any]) -> bool:

@@ -227,7 +227,7 @@ def load_hf_dir(path: Path, label: str | None = None, revision: str | None = Non
             f"{path}: vocab.txt is missing (and no tokenizer.json); mbexport needs the WordPiece vocabulary next to "
             "the weights (copy the vocab.txt of the tokenizer this model was trained with)"
         )
-    spec = family.spec_from_config(config, heads=family.detect_heads(set(weights)), where=str(config_path))
+    spec = family.spec_from_config(config, heads=family.detect_heads(set(weights), config), where=str(config_path))
     checkpoint = Checkpoint(
         spec=spec,
         weights=weights,

@@ -12,11 +12,6 @@ TF1 (google-research/bert, MultiBERTs)          canonical (spec.py)
   bert/encoder/layer_N/{attention/output,intermediate,output}/dense/{kernel,bias}
   bert/encoder/layer_N/{attention/output,output}/LayerNorm/{gamma,beta}
   bert/pooler/dense/{kernel,bias}
-  cls/predictions/transform/{dense,LayerNorm}/*  cls.predictions.transform.*
-  cls/predictions/output_bias                   cls.predictions.bias
-  cls/seq_relationship/output_{weights,bias}    cls.seq_relationship.{weight,bias}  ([2, H], not transposed)
-  cls/squad/output_{weights,bias}               qa_outputs.{weight,bias}            (run_squad.py)
-  output_{weights,bias}                         classifier.{weight,bias}            (run_classifier.py)
 
 TF2 (TF Model Garden BertEncoder, object-based, under ``encoder/`` or ``model/``)
   layer_with_weights-{0,1,2}/embeddings         word, position, token type embeddings
@@ -26,6 +21,10 @@ TF2 (TF Model Garden BertEncoder, object-based, under ``encoder/`` or ``model/``
   layer_with_weights-(4+N)/{_attention_layer_norm,_intermediate_dense,_output_dense,_output_layer_norm}/*
   layer_with_weights-(4+L)/{kernel,bias}        pooler.dense
   (the same under the attribute names _embedding_layer, _transformer_layers/N, _pooler_layer ...)
+
+Heads' variables (TF1 ``cls/*``, ``output_*``; TF2 ``masked_lm/*``, the NSP head) are each head's
+own (``Head.tf1``/``Head.tf2`` in mbexport/heads/). A head's TF2 variable may map onto an encoder
+weight: BertPretrainerV2's NSP pooler is then the pooler, in place of the encoder's untrained one.
 
 Other families' TF names (ELECTRA's ``electra/*``, ``generator/*``) are their family object's
 (``ModelFamily.tf_rule``, mbexport/families/), which maps their encoders onto BERT's TF1 names.
@@ -45,6 +44,7 @@ import numpy as np
 
 from mbexport.errors import CheckpointFormatError, ShapeError, SourceNotFoundError
 from mbexport.families import OTHER_NETWORK, detect_family
+from mbexport.heads import tf_rules
 from mbexport.sources.tf_bundle import BundleReader, widen_bfloat16
 from mbexport.spec import Checkpoint, read_json, sha256_files
 
@@ -70,6 +70,8 @@ _TF2_ROOTS = ("encoder/", "model/")
 # "attn_out" (attention output kernel [H, H] or [heads, d, H]).
 _Rule = tuple[str, str]  # (canonical name, transform)
 
+_TF1_HEADS = tf_rules(1)  # every head's variables: google-research/bert names
+_TF2_HEADS = tf_rules(2)  # Model Garden object paths below the root
 _TF1_LINEAR = {"kernel": ("weight", "T"), "bias": ("bias", "copy")}
 _TF1_NORM = {"gamma": ("weight", "copy"), "beta": ("bias", "copy")}
 
@@ -87,19 +89,10 @@ def _tf1_rule(name: str) -> _Rule | None:
     if m := re.fullmatch(r"bert/encoder/layer_(\d+)/(attention/output|output)/LayerNorm/(gamma|beta)", name):
         leaf, how = _TF1_NORM[m[3]]
         return f"encoder.layer.{int(m[1])}.{m[2].replace('/', '.')}.LayerNorm.{leaf}", how
-    if m := re.fullmatch(r"(bert/pooler|cls/predictions/transform)/dense/(kernel|bias)", name):
-        leaf, how = _TF1_LINEAR[m[2]]
-        return f"{'pooler' if m[1] == 'bert/pooler' else 'cls.predictions.transform'}.dense.{leaf}", how
-    if m := re.fullmatch(r"cls/predictions/transform/LayerNorm/(gamma|beta)", name):
-        leaf, how = _TF1_NORM[m[1]]
-        return f"cls.predictions.transform.LayerNorm.{leaf}", how
-    if name == "cls/predictions/output_bias":
-        return "cls.predictions.bias", "copy"
-    heads = {"cls/seq_relationship/": "cls.seq_relationship", "cls/squad/": "qa_outputs", "": "classifier"}
-    if m := re.fullmatch(r"(cls/seq_relationship/|cls/squad/|)output_(weights|bias)", name):
-        # output_weights are already [out, in]: run_*.py multiply with transpose_b=True.
-        return f"{heads[m[1]]}.{'weight' if m[2] == 'weights' else 'bias'}", "copy"
-    return None
+    if m := re.fullmatch(r"bert/pooler/dense/(kernel|bias)", name):
+        leaf, how = _TF1_LINEAR[m[1]]
+        return f"pooler.dense.{leaf}", how
+    return _TF1_HEADS.get(name)
 
 
 _TF2_BLOCK = {
@@ -129,14 +122,23 @@ def _tf2_block_rule(layer: int, rest: str) -> _Rule | None:
     return name, "T" if leaf == "kernel" else "copy"
 
 
-def _tf2_rule(name: str, num_layers: int) -> _Rule | None:
+def _tf2_key(name: str) -> str | None:
+    """An object-based variable's path below its root (``encoder/``, ``model/``), without the suffix."""
     if not name.endswith(TF2_SUFFIX):
         return None
     key = name[: -len(TF2_SUFFIX)]
     for root in _TF2_ROOTS:
         if key.startswith(root):
-            key = key[len(root):]
-            break
+            return key[len(root):]
+    return key
+
+
+def _tf2_rule(name: str, num_layers: int) -> _Rule | None:
+    key = _tf2_key(name)
+    if key is None:
+        return None
+    if key in _TF2_HEADS:
+        return _TF2_HEADS[key]
     embeddings = ("word_embeddings", "position_embeddings", "token_type_embeddings")
     if m := re.fullmatch(r"layer_with_weights-(\d+)/(.+)", key):
         index, rest = int(m[1]), m[2]
@@ -164,6 +166,15 @@ def _tf2_rule(name: str, num_layers: int) -> _Rule | None:
 def _bert_rule(name: str, num_layers: int) -> _Rule | None:
     """BERT's TF1 or TF2 name for ``name``: the scheme other families' TF names map onto."""
     return _tf1_rule(name) or _tf2_rule(name, num_layers)
+
+
+def _replaces(first: str, second: str) -> str | None:
+    """Of two TF names mapped to one canonical weight, the one to read: a head's TF2 variable over
+    the encoder's (the NSP pooler, see the module docstring); None when that does not decide."""
+    first_is_head, second_is_head = _tf2_key(first) in _TF2_HEADS, _tf2_key(second) in _TF2_HEADS
+    if first_is_head == second_is_head:
+        return None
+    return first if first_is_head else second
 
 
 def _stored_shapes(how: str, target: tuple[int, ...], heads: int) -> list[tuple[int, ...]]:
@@ -270,12 +281,16 @@ def load_tf_checkpoint(path: Path, label: str | None = None) -> Checkpoint:
             if rule is None:
                 raise CheckpointFormatError(
                     f"{reader.index_path}: tensor {entry.name!r} ({entry.dtype_name} {list(entry.shape)}) is not part "
-                    f"of a {family.display} layout mbexport reads (TF1 bert/* and cls/*, TF2 Model Garden encoder, "
-                    f"ELECTRA's electra/* and generator/*); check this is a {family.display} checkpoint")
+                    f"of a {family.display} layout mbexport reads (TF1 bert/* and cls/*, TF2 Model Garden encoder "
+                    f"and heads, ELECTRA's electra/* and generator/*); check this is a {family.display} checkpoint")
             canonical, how = rule
             if canonical in plan:
-                raise CheckpointFormatError(f"{reader.index_path}: tensors {plan[canonical][0]!r} and "
-                                            f"{entry.name!r} both map to {canonical!r}")
+                kept = _replaces(plan[canonical][0], entry.name)
+                if kept is None:
+                    raise CheckpointFormatError(f"{reader.index_path}: tensors {plan[canonical][0]!r} and "
+                                                f"{entry.name!r} both map to {canonical!r}")
+                if kept == plan[canonical][0]:
+                    continue
             plan[canonical] = (entry.name, how)
         if not plan:
             raise CheckpointFormatError(f"{reader.index_path}: no {family.display} weights in this checkpoint (only "
@@ -283,7 +298,7 @@ def load_tf_checkpoint(path: Path, label: str | None = None) -> Checkpoint:
 
         if "classifier.weight" in plan and "num_labels" not in config and "id2label" not in config:
             config = {**config, "num_labels": reader.entries[plan["classifier.weight"][0]].shape[0]}
-        spec = family.spec_from_config(config, heads=family.detect_heads(set(plan)), where=str(config_path))
+        spec = family.spec_from_config(config, heads=family.detect_heads(set(plan), config), where=str(config_path))
         shapes = spec.known_shapes()
 
         weights: dict[str, np.ndarray] = {}
