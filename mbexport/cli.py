@@ -188,7 +188,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="print the manifest (mbexport.json) as JSON")] = False,
 ) -> None:
     """Summarise an export: source, weights, graph, and the parity figures with their gates."""
-    from mbexport.export.manifest import read_manifest
+    from mbexport.layout import read_manifest
 
     manifest = read_manifest(export_dir)
     if as_json:

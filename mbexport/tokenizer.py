@@ -26,6 +26,8 @@ import numpy as np
 
 from mbexport import _native
 from mbexport.errors import TokenizerInputError, VocabError
+from mbexport.layout import SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, VOCAB
+from mbexport.sources.tokenizer_json import read_tokenizer_json
 
 __all__ = ["BatchEncoding", "WordPieceTokenizer"]
 
@@ -173,20 +175,17 @@ class WordPieceTokenizer:
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> WordPieceTokenizer:
         """Load from a BERT/export directory (vocab.txt + tokenizer_config.json, special_tokens_map.json)
         or from a vocab file; keyword arguments override the configuration."""
-        # Imported here: mbexport.sources imports this module.
-        from mbexport.sources.tokenizer_json import read_tokenizer_json
-
         path = Path(path)
         tokenizer_json = None
         if path.is_dir():
-            vocab_file = path / "vocab.txt"
+            vocab_file = path / VOCAB
             if not vocab_file.is_file() and (path / "tokenizer.json").is_file():
                 tokenizer_json = read_tokenizer_json(path / "tokenizer.json")
             elif not vocab_file.is_file():
                 raise VocabError(f"{path} has no vocab.txt or tokenizer.json; pass a BERT model/export directory "
                                  "or the vocab file")
             config: dict[str, Any] = {}
-            for name in ("special_tokens_map.json", "tokenizer_config.json"):
+            for name in (SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG):
                 f = path / name
                 if f.is_file():
                     try:
@@ -247,9 +246,9 @@ class WordPieceTokenizer:
         }
         if self.never_split:
             config["never_split"] = list(self.never_split)
-        files = {"vocab.txt": "".join(t + "\n" for t in self._vocab),
-                 "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False) + "\n",
-                 "special_tokens_map.json": json.dumps(specials, indent=2, ensure_ascii=False) + "\n"}
+        files = {VOCAB: "".join(t + "\n" for t in self._vocab),
+                 TOKENIZER_CONFIG: json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                 SPECIAL_TOKENS_MAP: json.dumps(specials, indent=2, ensure_ascii=False) + "\n"}
         for name, text in files.items():
             (directory / name).write_text(text, encoding="utf-8")
         return tuple(str(directory / name) for name in files)
