@@ -58,7 +58,7 @@ __all__ = [
 MULTIBERTS_SEEDS = tuple(range(25))
 MULTIBERTS_INTERMEDIATE_SEEDS = tuple(range(5))
 # The 28 intermediate checkpoints per seed named on the model cards, in thousands of steps.
-MULTIBERTS_STEPS = tuple(range(20, 201, 20)) + tuple(range(300, 2001, 100))
+MULTIBERTS_STEPS = (*range(20, 201, 20), *range(300, 2001, 100))
 # The initialisation, published next to them as google/multiberts-seed_{N}-step_0k.
 MULTIBERTS_INIT_STEP = 0
 

@@ -44,7 +44,6 @@ from mbexport.catalog import (
     Source,
     resolve,
 )
-from mbexport.layout import is_export, read_manifest
 from mbexport.errors import (
     CatalogError,
     ExportDirError,
@@ -52,6 +51,7 @@ from mbexport.errors import (
     MissingExtraError,
     SweepError,
 )
+from mbexport.layout import is_export, read_manifest
 
 __all__ = ["GridPoint", "SweepOptions", "SweepResult", "grid", "read_rows", "run_point", "sweep"]
 
@@ -383,7 +383,8 @@ def read_rows(manifest: Path) -> list[dict[str, Any]]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            raise SweepError(f"{manifest}:{number} is not JSON; it was edited by hand? fix or delete the line") from None
+            raise SweepError(f"{manifest}:{number} is not JSON; it was edited by hand? "
+                             "fix or delete the line") from None
     return rows
 
 
@@ -415,7 +416,8 @@ def _sweep_lock(out: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SweepError(f"another mbexport sweep is running in {out}; wait for it or choose another --out") from None
+            raise SweepError(f"another mbexport sweep is running in {out}; "
+                             "wait for it or choose another --out") from None
         for stale in out.glob(f".{MANIFEST}.*.partial"):
             stale.unlink()
         yield

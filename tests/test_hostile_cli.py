@@ -8,6 +8,7 @@ import tempfile
 from typing import get_args
 
 from conftest import run_mbexport
+
 from mbexport import cli
 from mbexport.export.build import FLAVORS, PRECISIONS
 from mbexport.export.heads import HEAD_CONFIGS

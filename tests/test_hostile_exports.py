@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TINY_CONFIG, run_mbexport, write_tiny_checkpoint
+
 from mbexport import Embedder
 from mbexport.errors import ArgumentError, ExportDirError, ExportError, MbexportError, OutputFileError
 from mbexport.export import writer

@@ -21,6 +21,7 @@ any tensor is read and reported with the file's name, and bfloat16 needs no torc
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -151,7 +152,7 @@ def load_safetensors(path: Path) -> dict[str, np.ndarray]:
         layout.append((name, dtype, shape, begin, end))
     # Tensors may not overlap (as the format requires), so together they hold at most the file.
     spans = sorted((begin, end, name) for name, _, _, begin, end in layout)
-    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+    for (_, end, first), (begin, _, second) in itertools.pairwise(spans):
         if begin < end:
             raise corrupt(f"tensors {first!r} and {second!r} overlap")
 
@@ -194,9 +195,9 @@ def _canonical_weights(raw: dict[str, np.ndarray], label: str) -> dict[str, np.n
         weights["cls.predictions.bias"] = decoder_bias
     decoder = weights.get("cls.predictions.decoder.weight")
     embeddings = weights.get("embeddings.word_embeddings.weight")
-    if decoder is not None and embeddings is not None and decoder.shape == embeddings.shape:
-        if np.array_equal(decoder, embeddings):
-            del weights["cls.predictions.decoder.weight"]
+    if (decoder is not None and embeddings is not None and decoder.shape == embeddings.shape
+            and np.array_equal(decoder, embeddings)):
+        del weights["cls.predictions.decoder.weight"]
     return weights
 
 

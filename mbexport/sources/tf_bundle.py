@@ -28,6 +28,7 @@ shift operators) that needs nothing beyond numpy.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
@@ -42,7 +43,7 @@ import numpy as np
 
 from mbexport.errors import CheckpointFormatError, SourceNotFoundError
 
-__all__ = ["BundleReader", "TensorEntry", "crc32c", "mask_crc", "unmask_crc", "DTYPE_NAMES"]
+__all__ = ["DTYPE_NAMES", "BundleReader", "TensorEntry", "crc32c", "mask_crc", "unmask_crc"]
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48  # 2 BlockHandles of at most 10+10 varint bytes, padded to 40, + 8-byte magic
@@ -470,10 +471,8 @@ class BundleReader:
     def close(self) -> None:
         for shard in self._shards.values():
             if isinstance(shard, mmap.mmap):
-                try:
+                with contextlib.suppress(BufferError):  # a view is still alive; the mapping goes when it does
                     shard.close()
-                except BufferError:
-                    pass  # a view is still alive; the mapping goes when it does
         self._shards.clear()
 
     def shard_path(self, shard_id: int) -> Path:
