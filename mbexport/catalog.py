@@ -358,10 +358,10 @@ def local_status(entry: CatalogEntry | Source, export_root: Path | None = None) 
     source = entry.source if isinstance(entry, CatalogEntry) else entry
     cached = False
     if source.repo_id is not None:
-        cache_dir = hub_cache_dir()
+        cache_dir, repo_id = hub_cache_dir(), source.repo_id
 
         def hit(filename: str) -> bool:
-            found = try_to_load_from_cache(source.repo_id, filename, cache_dir=cache_dir, revision=source.revision)
+            found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=source.revision)
             return isinstance(found, str)
 
         cached = hit(CONFIG) and any(hit(f) for f in source_formats.weight_files())

@@ -219,7 +219,7 @@ def write_model(built: BuiltModel, directory: Path) -> dict[Path, str]:
             graph_len = 1 + len(_varint(tensor_len)) + tensor_len
             put(_MODEL_GRAPH + _varint(graph_len) + _GRAPH_INITIALIZER + _varint(tensor_len) + header
                 + _TENSOR_RAW_DATA + _varint(array.nbytes))
-            put(memoryview(np.ascontiguousarray(array)).cast("B"))  # little-endian, as ONNX raw_data is
+            put(memoryview(np.ascontiguousarray(array).data).cast("B"))  # little-endian, as ONNX raw_data is
     return {path: digest.hexdigest()}
 
 
