@@ -63,7 +63,7 @@ MULTIBERTS_STEPS = (*range(20, 201, 20), *range(300, 2001, 100))
 MULTIBERTS_INIT_STEP = 0
 
 EARLYBERTS_SEEDS = tuple(range(5))
-EARLYBERTS_STEPS = (10,) + tuple(range(100, 1001, 100)) + tuple(range(2000, 20001, 1000)) + (40000,)
+EARLYBERTS_STEPS = (10, *range(100, 1001, 100), *range(2000, 20001, 1000), 40000)
 
 # Release name -> hub repository. Google's originals, plus the SQuAD fine-tunes of the
 # whole-word-masking models that ship beside them.

@@ -159,7 +159,8 @@ class WordPieceTokenizer:
             if tok and tok not in self._added:
                 self._added[tok] = self._ids.get(tok, max([len(self._vocab) - 1, *self._added.values()]) + 1)
         self._added_decoder = {i: t for t, i in self._added.items()}
-        self.all_special_tokens = list(dict.fromkeys(t for t in [*names.values(), *self.additional_special_tokens] if t))
+        specials = [*names.values(), *self.additional_special_tokens]
+        self.all_special_tokens = list(dict.fromkeys(t for t in specials if t))
         self.all_special_ids = [self.convert_tokens_to_ids(t) for t in self.all_special_tokens]
         self.never_split = list(never_split or ())
         self._native = _native.WordPieceTokenizer(
@@ -200,7 +201,8 @@ class WordPieceTokenizer:
             if path.suffix == ".json":
                 tokenizer_json = read_tokenizer_json(path)
         else:
-            raise VocabError(f"vocab file {path} cannot be read; pass a BERT directory with vocab.txt or the vocab file")
+            raise VocabError(f"vocab file {path} cannot be read; pass a BERT directory with vocab.txt "
+                             "or the vocab file")
         kwargs: dict[str, Any] = {}
         for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "never_split",
                     "clean_up_tokenization_spaces", "do_basic_tokenize"):
