@@ -118,7 +118,7 @@ class Embedder:
         verify_model_files(self.export_dir, self.manifest)
         self.tokenizer = _load_tokenizer(self.export_dir, model["vocab"])
         pad_id = self.tokenizer.pad_token_id  # padding is masked out: any id inside the embedding table will do
-        self.pad_id = pad_id if isinstance(pad_id, int) and pad_id < model["vocab"] else 0
+        self.pad_id = pad_id if pad_id < model["vocab"] else 0
         self._stager = None
         if self.device == "cuda":
             capacity = max(self.batch_tokens, -(-self.max_length // PAD_MULTIPLE) * PAD_MULTIPLE)
