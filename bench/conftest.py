@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-
 # CI's skip guard (tests/skip_guard.py), shared with the unit tests, which are not an importable package.
 _spec = importlib.util.spec_from_file_location("skip_guard", Path(__file__).parents[1] / "tests" / "skip_guard.py")
 _skip_guard = importlib.util.module_from_spec(_spec)

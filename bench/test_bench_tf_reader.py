@@ -96,7 +96,7 @@ def _data_bytes(tf_dir: Path) -> int:
 
 
 def _record(benchmark, name: str, nbytes: int) -> None:  # noqa: ANN001
-    from mbexport.sources.tf_bundle import CRC32C_IMPLEMENTATION
+    from mbexport.sources.crc import CRC32C_IMPLEMENTATION
 
     mean = benchmark.stats.stats.mean
     RESULTS[name] = mean

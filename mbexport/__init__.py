@@ -1,8 +1,15 @@
-"""mbexport: BERT checkpoints to fast, verified ONNX, and a native tokenizer and batcher to run them."""
+"""mbexport: BERT checkpoints to fast, verified ONNX, and a native tokenizer and batcher to run them.
+
+Attributes load on first use (PEP 562): ``from mbexport import WordPieceTokenizer`` imports the
+tokenizer alone, not onnx or onnxruntime, which only the converter and the Embedder need.
+"""
 
 from __future__ import annotations
 
-from mbexport import _native
+import importlib
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
+
 from mbexport.errors import (
     CatalogError,
     CheckpointFormatError,
@@ -15,11 +22,22 @@ from mbexport.errors import (
     VocabError,
 )
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from mbexport import _native
+    from mbexport.converter import convert
+    from mbexport.runtime import Embedder
+    from mbexport.tokenizer import WordPieceTokenizer
 
-from mbexport.converter import convert  # noqa: E402  (needs __version__ for manifests)
-from mbexport.tokenizer import WordPieceTokenizer  # noqa: E402
-from mbexport.runtime import Embedder  # noqa: E402
+# pyproject.toml's [project] version is the one source; the installed metadata carries it.
+__version__ = version("mbexport")
+
+# Public name -> the module that defines it, imported when the name is first read.
+_LAZY = {
+    "Embedder": "mbexport.runtime",
+    "WordPieceTokenizer": "mbexport.tokenizer",
+    "convert": "mbexport.converter",
+    "_native": "mbexport._native",
+}
 
 __all__ = [
     "CatalogError",
@@ -34,6 +52,20 @@ __all__ = [
     "VocabError",
     "WordPieceTokenizer",
     "__version__",
-    "convert",
     "_native",
+    "convert",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public attribute's module on first access (PEP 562) and cache the attribute here."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'mbexport' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    value = module if name == "_native" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -32,7 +32,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mbexport import registry
 from mbexport.errors import CatalogError, SourceNotFoundError
+from mbexport.layout import CONFIG, MANIFEST
+from mbexport.sources import registry as source_formats
+from mbexport.sources.hub import hub_cache_dir
 
 __all__ = [
     "EARLYBERTS_SEEDS",
@@ -54,12 +58,12 @@ __all__ = [
 MULTIBERTS_SEEDS = tuple(range(25))
 MULTIBERTS_INTERMEDIATE_SEEDS = tuple(range(5))
 # The 28 intermediate checkpoints per seed named on the model cards, in thousands of steps.
-MULTIBERTS_STEPS = tuple(range(20, 201, 20)) + tuple(range(300, 2001, 100))
+MULTIBERTS_STEPS = (*range(20, 201, 20), *range(300, 2001, 100))
 # The initialisation, published next to them as google/multiberts-seed_{N}-step_0k.
 MULTIBERTS_INIT_STEP = 0
 
 EARLYBERTS_SEEDS = tuple(range(5))
-EARLYBERTS_STEPS = (10,) + tuple(range(100, 1001, 100)) + tuple(range(2000, 20001, 1000)) + (40000,)
+EARLYBERTS_STEPS = (10, *range(100, 1001, 100), *range(2000, 20001, 1000), 40000)
 
 # Release name -> hub repository. Google's originals, plus the SQuAD fine-tunes of the
 # whole-word-masking models that ship beside them.
@@ -349,28 +353,24 @@ def local_status(entry: CatalogEntry | Source, export_root: Path | None = None) 
     """Whether ``entry`` is in the HF cache (config + a weight file; no network) and/or exported:
     under ``export_root`` (``export_root/<slug>/mbexport.json`` or ``export_root/<slug>/*/mbexport.json``)
     or anywhere convert recorded it in the registry (``$MBEXPORT_HOME/exports.json``)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    from mbexport import registry
-    from mbexport.sources.hf_dir import WEIGHT_FILES
-    from mbexport.sources.hub import hub_cache_dir
+    from huggingface_hub import try_to_load_from_cache  # only here: importing huggingface_hub takes a while
 
     source = entry.source if isinstance(entry, CatalogEntry) else entry
     cached = False
     if source.repo_id is not None:
-        cache_dir = hub_cache_dir()
+        cache_dir, repo_id = hub_cache_dir(), source.repo_id
 
         def hit(filename: str) -> bool:
-            found = try_to_load_from_cache(source.repo_id, filename, cache_dir=cache_dir, revision=source.revision)
+            found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=source.revision)
             return isinstance(found, str)
 
-        cached = hit("config.json") and any(hit(f) for f in WEIGHT_FILES)
+        cached = hit(CONFIG) and any(hit(f) for f in source_formats.weight_files())
     found: list[Path] = []
     if export_root is not None:
         root = Path(export_root) / source.slug
-        manifests = [root / "mbexport.json"] if (root / "mbexport.json").is_file() else []
+        manifests = [root / MANIFEST] if (root / MANIFEST).is_file() else []
         if not manifests and root.is_dir():  # one export per head/flavor/precision below the slug
-            manifests = sorted(root.glob("*/mbexport.json"))
+            manifests = sorted(root.glob(f"*/{MANIFEST}"))
         found = [m.parent for m in manifests]
     known = {p.resolve() for p in found}
     found += [p for p in registry.exports_of(source.slug) if p not in known]

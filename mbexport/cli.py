@@ -13,8 +13,8 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
@@ -193,7 +193,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="print the manifest (mbexport.json) as JSON")] = False,
 ) -> None:
     """Summarise an export: source, weights, graph, and the parity figures with their gates."""
-    from mbexport.export.manifest import read_manifest
+    from mbexport.layout import read_manifest
 
     manifest = read_manifest(export_dir)
     if as_json:
@@ -231,7 +231,7 @@ def embed(
     to_stdout = str(out) == "-"
     writer = JsonlStream(sys.stdout) if to_stdout else AtomicOutput(out, embedder.hidden_size, skip_bad_lines)
     counts = ReadCounts()
-    pending: collections.deque = collections.deque()  # (id, input line) of texts read but not yet embedded
+    pending: collections.deque[tuple[Any, int]] = collections.deque()  # (id, input line) of texts read but not yet embedded
 
     def texts() -> Iterator[str]:
         for record_id, text in read_texts(input_path, field, skip_bad_lines, counts):
@@ -330,7 +330,7 @@ def serve(
 
 
 @contextmanager
-def _stages() -> Iterator[object]:
+def _stages() -> Iterator[Callable[[str], AbstractContextManager[None]]]:
     """A rich progress display whose tasks are the pipeline's stages."""
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=False, disable=not console.is_terminal) as progress:
@@ -478,7 +478,7 @@ def main() -> None:
             raise KeyboardInterrupt
     except (Exception, KeyboardInterrupt) as error:
         if type(error).__name__ == "NoArgsIsHelpError":  # bare `mbexport`: the help, as before
-            error.show()  # type: ignore[attr-defined]
+            error.show()  # type: ignore[union-attr]
             sys.exit(getattr(error, "exit_code", 2))
         cause = error.__cause__ if isinstance(error, typer.Abort) and error.__cause__ else error  # older typer
         if (_debug or os.environ.get("MBEXPORT_DEBUG") == "1") and not isinstance(cause, _UsageError):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mbexport import registry
+from mbexport import layout, registry
 from mbexport.catalog import Source, resolve
 from mbexport.errors import CatalogError, ExportDirError, ExportError, MbexportError, ParityError
 from mbexport.export import manifest as manifest_mod
@@ -46,7 +46,7 @@ class ConvertResult:
 
 def export_home() -> Path:
     """Where exports go without ``--out``: $MBEXPORT_HOME/exports, default ~/.cache/mbexport/exports."""
-    return manifest_mod.mbexport_home() / "exports"
+    return layout.mbexport_home() / "exports"
 
 
 def default_out(source: Source, head: str, flavor: str, precision: str) -> Path:
@@ -87,26 +87,26 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
     with writer.export_lock(target), _write_errors(target):
         writer.recover(target)
         writer.check_replaceable(target)
-        replaced = (target / writer.MANIFEST).is_file()
+        replaced = (target / layout.MANIFEST).is_file()
         quantization: dict[str, Any] | None = None
         op_counts = built.op_counts()
         with writer.staging_dir(target) as staging:
             with timed("write"):
                 model_files = writer.write_model(built, staging)
                 if precision == "int8":
-                    quantization, op_counts = quantize_in_place(staging / writer.MODEL)
+                    quantization, op_counts = quantize_in_place(staging / layout.MODEL)
                     model_files = {path: sha256_files([path]) for path in model_files}
                 writer.write_tokenizer_files(checkpoint, checkpoint.spec.to_hf_config(checkpoint.config), staging)
             report = None
             if parity:
                 with timed("verify"):
-                    report = check_parity(staging / writer.MODEL, checkpoint, built.head, precision, reference)
+                    report = check_parity(staging / layout.MODEL, checkpoint, built.head, precision, reference)
                 if not report.passed:
                     raise ParityError(f"{source.label}: parity failed, no export written: {report.summary()}")
             figures = report.to_dict() if report else {"skipped": True}
             manifest = manifest_mod.build_manifest(checkpoint, built, _source_record(source), model_files, figures,
                                                    op_counts, quantization, claim)
-            writer.write_json(staging / writer.MANIFEST, manifest)
+            writer.write_json(staging / layout.MANIFEST, manifest)
             with timed("commit"):
                 writer.commit(staging, target)
         registry.record(target, source.slug)
@@ -116,7 +116,7 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
 
 def verify_export(export_dir: Path, reference: str = "auto") -> ParityReport:
     """Re-run parity for an existing export against the source its manifest names (``mbexport parity``)."""
-    manifest = manifest_mod.read_manifest(export_dir)
+    manifest = layout.read_manifest(export_dir)
     record = manifest["source"]
     source = Source(label=record["label"], repo_id=record.get("repo_id"), revision=record.get("revision"),
                     path=Path(record["path"]) if record.get("path") else None)
@@ -129,7 +129,7 @@ def verify_export(export_dir: Path, reference: str = "auto") -> ParityReport:
     if head is None:
         raise ExportDirError(f"{export_dir}/mbexport.json names an unknown head {manifest['head']!r}; "
                              "re-run mbexport convert")
-    return check_parity(export_dir / writer.MODEL, checkpoint, head, manifest["precision"], reference)
+    return check_parity(export_dir / layout.MODEL, checkpoint, head, manifest["precision"], reference)
 
 
 def _source_record(source: Source) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """``mbexport info``: an export's manifest as two readable tables (what it is; how it was verified).
 
-Reading and checking the manifest is ``mbexport.export.manifest.read_manifest``'s job; this
+Reading and checking the manifest is ``mbexport.layout.read_manifest``'s job; this
 module only lays the figures out. Each parity figure is shown beside the gate it was judged
 against (max |diff| <= tolerance, mean cosine >= its minimum, argmax agreement >= its minimum),
 so a reader sees the margin, not only pass/fail.

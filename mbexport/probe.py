@@ -90,7 +90,8 @@ def load_labels(data: Path, label_field: str, split_field: str | None) -> tuple[
     try:
         lines = data.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise InputFileError(f"{data}: cannot read the labelled dataset ({e}); give the JSONL the sweep embedded")
+        raise InputFileError(f"{data}: cannot read the labelled dataset ({e}); "
+                             "give the JSONL the sweep embedded") from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -215,8 +216,8 @@ def _markdown(report: ProbeReport, header: dict[str, Any]) -> str:
              (f"{header['probe']} on {header['train_examples']} train / {header['test_examples']} test examples "
               f"of `{header['dataset']}`."), "",
              f"| family | step | seeds | {metric} | {pct}% interval |", "|---|---|---|---|---|"]
-    lines += [f"| {s['family']} | {s['step']} | {len(s['seeds'])} | {s['mean']:.4f} | [{s['low']:.4f}, {s['high']:.4f}] |"
-              for s in report.steps]
+    lines += [f"| {s['family']} | {s['step']} | {len(s['seeds'])} | {s['mean']:.4f} "
+              f"| [{s['low']:.4f}, {s['high']:.4f}] |" for s in report.steps]
     if report.comparisons:
         lines += ["", f"| comparison | baseline | intervention | difference | {pct}% interval | p |",
                   "|---|---|---|---|---|---|"]

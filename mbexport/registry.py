@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mbexport.errors import ExportError
-from mbexport.export.manifest import MANIFEST, mbexport_home
+from mbexport.layout import is_export, mbexport_home
 
 REGISTRY = "exports.json"
 
@@ -36,7 +36,7 @@ def record(export_dir: Path, slug: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.parent / f"{REGISTRY}.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            records = {key: value for key, value in _read(path).items() if _is_export(Path(key))}
+            records = {key: value for key, value in _read(path).items() if is_export(Path(key))}
             records[str(export_dir.resolve())] = {"slug": slug}
             fd, tmp = tempfile.mkstemp(prefix=f".{REGISTRY}.", suffix=".tmp", dir=path.parent)
             try:
@@ -54,7 +54,7 @@ def record(export_dir: Path, slug: str) -> None:
 def exports_of(slug: str) -> list[Path]:
     """The registered exports of the checkpoint ``slug`` that still exist, sorted by path."""
     return sorted(Path(key) for key, value in _read(registry_path()).items()
-                  if isinstance(value, dict) and value.get("slug") == slug and _is_export(Path(key)))
+                  if isinstance(value, dict) and value.get("slug") == slug and is_export(Path(key)))
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -65,7 +65,3 @@ def _read(path: Path) -> dict[str, Any]:
         return {}
     records = data.get("exports") if isinstance(data, dict) else None
     return records if isinstance(records, dict) else {}
-
-
-def _is_export(directory: Path) -> bool:
-    return (directory / MANIFEST).is_file()

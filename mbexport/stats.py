@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +62,8 @@ METRICS: dict[str, Pointwise] = {
 # Bootstrap samples whose example counts are held at once: bounds memory at 256 x num_examples x 8 bytes.
 SAMPLES_PER_CHUNK = 256
 
-RunInfo = Union[Mapping[str, Any], Any]  # a dict of columns or a pandas DataFrame
-RngLike = Union[None, int, np.random.Generator, np.random.RandomState]
+RunInfo = Mapping[str, Any] | Any  # a dict of columns or a pandas DataFrame
+RngLike = None | int | np.random.Generator | np.random.RandomState
 
 
 def multibootstrap(run_info: RunInfo, preds: Any, labels: Any, score_fn: str | ScoreFn, *,

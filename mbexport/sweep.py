@@ -51,6 +51,7 @@ from mbexport.errors import (
     MissingExtraError,
     SweepError,
 )
+from mbexport.layout import is_export, read_manifest
 
 __all__ = ["GridPoint", "SweepOptions", "SweepResult", "grid", "read_rows", "run_point", "sweep"]
 
@@ -226,7 +227,6 @@ def _convert_and_embed(point: GridPoint, source: Source, options: SweepOptions) 
         export = convert_detailed(point.name, out=own, head=options.head, flavor=options.flavor,
                                   precision=options.precision, parity=options.parity).path
     seconds["convert"] = round(time.perf_counter() - started, 3)
-    from mbexport.export.manifest import read_manifest
 
     manifest = read_manifest(export)
     row: dict[str, Any] = {"export": _relative(export, options.out), "export_reused": reused,
@@ -247,7 +247,7 @@ def _convert_and_embed(point: GridPoint, source: Source, options: SweepOptions) 
 
 def source_sha256(source: Source) -> str | None:
     """sha256 of the source's weight files, as the manifest records it (HF directories; None otherwise)."""
-    from mbexport.sources.hf_dir import WEIGHT_FILES, find_weight_files
+    from mbexport.sources.hf_dir import find_weight_files, has_weight_files
     from mbexport.spec import sha256_files
 
     if source.path is not None:
@@ -256,16 +256,15 @@ def source_sha256(source: Source) -> str | None:
         from mbexport.sources.hub import fetch
 
         path = fetch(str(source.repo_id), source.revision)
-    if not (path.is_dir() and any((path / name).is_file() for name in WEIGHT_FILES)):
+    if not has_weight_files(path):
         return None
     return sha256_files(find_weight_files(path))
 
 
 def _reusable(export: Path, sha: str | None, options: SweepOptions) -> bool:
     """A committed export of the same weights, head, flavor and precision, verified if parity is asked for."""
-    from mbexport.export.manifest import read_manifest
 
-    if sha is None or not (export / "mbexport.json").is_file():
+    if sha is None or not is_export(export):
         return False
     try:
         manifest = read_manifest(export)
@@ -384,7 +383,8 @@ def read_rows(manifest: Path) -> list[dict[str, Any]]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            raise SweepError(f"{manifest}:{number} is not JSON; it was edited by hand? fix or delete the line") from None
+            raise SweepError(f"{manifest}:{number} is not JSON; it was edited by hand? "
+                             "fix or delete the line") from None
     return rows
 
 
@@ -416,7 +416,8 @@ def _sweep_lock(out: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SweepError(f"another mbexport sweep is running in {out}; wait for it or choose another --out") from None
+            raise SweepError(f"another mbexport sweep is running in {out}; "
+                             "wait for it or choose another --out") from None
         for stale in out.glob(f".{MANIFEST}.*.partial"):
             stale.unlink()
         yield

@@ -20,12 +20,14 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import numpy as np
 
 from mbexport import _native
 from mbexport.errors import TokenizerInputError, VocabError
+from mbexport.layout import SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, VOCAB
+from mbexport.sources.tokenizer_json import read_tokenizer_json
 
 __all__ = ["BatchEncoding", "WordPieceTokenizer"]
 
@@ -45,7 +47,7 @@ _CLEANUP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), ("
 RowInfo = tuple[list[int | None], list[int | None]]
 
 
-class BatchEncoding(dict):
+class BatchEncoding(dict[str, Any]):
     """The result of calling the tokenizer: a dict with attribute access, as HF's BatchEncoding.
 
     ``word_ids``/``sequence_ids`` are computed on demand (re-encoding that row's input), so calls
@@ -65,7 +67,7 @@ class BatchEncoding(dict):
         return {}  # the row-info closure holds the native tokenizer, which does not pickle
 
     @property
-    def data(self) -> dict:
+    def data(self) -> dict[str, Any]:
         return dict(self)
 
     def word_ids(self, batch_index: int = 0) -> list[int | None]:
@@ -107,7 +109,7 @@ class WordPieceTokenizer:
 
     def __init__(
         self,
-        vocab_file: str | os.PathLike | list[str],
+        vocab_file: str | os.PathLike[str] | list[str],
         *,
         do_lower_case: bool = True,
         strip_accents: bool | None = None,
@@ -142,9 +144,12 @@ class WordPieceTokenizer:
         self.threads = int(threads)
         self.padding_side = _check_padding_side(padding_side)
         self.vocab_file = os.fspath(vocab_file)
-        names = dict(zip(_SPECIAL_NAMES, (unk_token, sep_token, pad_token, cls_token, mask_token)))
-        for name, tok in names.items():
-            setattr(self, name, tok)
+        self.unk_token = unk_token
+        self.sep_token = sep_token
+        self.pad_token = pad_token
+        self.cls_token = cls_token
+        self.mask_token = mask_token
+        names = self._named_special_tokens()
         self.additional_special_tokens = [t for t in additional_special_tokens if t]
         # Added tokens (HF's added_tokens_encoder): split out of the raw text, with their ids.
         self._added: dict[str, int] = {}
@@ -154,7 +159,8 @@ class WordPieceTokenizer:
             if tok and tok not in self._added:
                 self._added[tok] = self._ids.get(tok, max([len(self._vocab) - 1, *self._added.values()]) + 1)
         self._added_decoder = {i: t for t, i in self._added.items()}
-        self.all_special_tokens = list(dict.fromkeys(t for t in [*names.values(), *self.additional_special_tokens] if t))
+        specials = [*names.values(), *self.additional_special_tokens]
+        self.all_special_tokens = list(dict.fromkeys(t for t in specials if t))
         self.all_special_ids = [self.convert_tokens_to_ids(t) for t in self.all_special_tokens]
         self.never_split = list(never_split or ())
         self._native = _native.WordPieceTokenizer(
@@ -170,23 +176,20 @@ class WordPieceTokenizer:
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> WordPieceTokenizer:
+    def from_pretrained(cls, path: str | os.PathLike[str], **overrides: Any) -> WordPieceTokenizer:
         """Load from a BERT/export directory (vocab.txt + tokenizer_config.json, special_tokens_map.json)
         or from a vocab file; keyword arguments override the configuration."""
-        # Imported here: mbexport.sources imports this module.
-        from mbexport.sources.tokenizer_json import read_tokenizer_json
-
         path = Path(path)
         tokenizer_json = None
         if path.is_dir():
-            vocab_file = path / "vocab.txt"
+            vocab_file = path / VOCAB
             if not vocab_file.is_file() and (path / "tokenizer.json").is_file():
                 tokenizer_json = read_tokenizer_json(path / "tokenizer.json")
             elif not vocab_file.is_file():
                 raise VocabError(f"{path} has no vocab.txt or tokenizer.json; pass a BERT model/export directory "
                                  "or the vocab file")
             config: dict[str, Any] = {}
-            for name in ("special_tokens_map.json", "tokenizer_config.json"):
+            for name in (SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG):
                 f = path / name
                 if f.is_file():
                     try:
@@ -198,7 +201,8 @@ class WordPieceTokenizer:
             if path.suffix == ".json":
                 tokenizer_json = read_tokenizer_json(path)
         else:
-            raise VocabError(f"vocab file {path} cannot be read; pass a BERT directory with vocab.txt or the vocab file")
+            raise VocabError(f"vocab file {path} cannot be read; pass a BERT directory with vocab.txt "
+                             "or the vocab file")
         kwargs: dict[str, Any] = {}
         for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "never_split",
                     "clean_up_tokenization_spaces", "do_basic_tokenize"):
@@ -225,14 +229,14 @@ class WordPieceTokenizer:
         kwargs.update(overrides)
         return cls(vocab_file if tokenizer_json is None else tokenizer_json.vocab, **kwargs)
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
+    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> tuple[str, ...]:
         """Write vocab.txt, tokenizer_config.json and special_tokens_map.json: ``from_pretrained`` and HF
         ``AutoTokenizer.from_pretrained`` load the directory with this tokenizer's behaviour."""
         directory = Path(save_directory)
         if directory.exists() and not directory.is_dir():
             raise VocabError(f"{directory} is a file; save_pretrained needs a directory path")
         directory.mkdir(parents=True, exist_ok=True)
-        specials: dict[str, Any] = {name: getattr(self, name) for name in _SPECIAL_NAMES if getattr(self, name)}
+        specials: dict[str, Any] = {name: tok for name, tok in self._named_special_tokens().items() if tok}
         if self.additional_special_tokens:
             specials["additional_special_tokens"] = list(self.additional_special_tokens)
         special_set = set(self.all_special_tokens)
@@ -247,12 +251,17 @@ class WordPieceTokenizer:
         }
         if self.never_split:
             config["never_split"] = list(self.never_split)
-        files = {"vocab.txt": "".join(t + "\n" for t in self._vocab),
-                 "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False) + "\n",
-                 "special_tokens_map.json": json.dumps(specials, indent=2, ensure_ascii=False) + "\n"}
+        files = {VOCAB: "".join(t + "\n" for t in self._vocab),
+                 TOKENIZER_CONFIG: json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                 SPECIAL_TOKENS_MAP: json.dumps(specials, indent=2, ensure_ascii=False) + "\n"}
         for name, text in files.items():
             (directory / name).write_text(text, encoding="utf-8")
         return tuple(str(directory / name) for name in files)
+
+    def _named_special_tokens(self) -> dict[str, str]:
+        """The five named special tokens by their HF attribute name (``unk_token`` ...), in _SPECIAL_NAMES order."""
+        return {"unk_token": self.unk_token, "sep_token": self.sep_token, "pad_token": self.pad_token,
+                "cls_token": self.cls_token, "mask_token": self.mask_token}
 
     # ------------------------------------------------------------ vocabulary
     @property
@@ -265,22 +274,40 @@ class WordPieceTokenizer:
     def get_vocab(self) -> dict[str, int]:
         return {**self._ids, **self._added}
 
-    def _special_id(self, name: str) -> int | None:
-        tok = getattr(self, name)
-        return None if tok is None else self.convert_tokens_to_ids(tok)
+    @property
+    def unk_token_id(self) -> int:
+        return self._token_id(self.unk_token)
 
-    unk_token_id = property(lambda self: self._special_id("unk_token"))
-    sep_token_id = property(lambda self: self._special_id("sep_token"))
-    pad_token_id = property(lambda self: self._special_id("pad_token"))
-    cls_token_id = property(lambda self: self._special_id("cls_token"))
-    mask_token_id = property(lambda self: self._special_id("mask_token"))
+    @property
+    def sep_token_id(self) -> int:
+        return self._token_id(self.sep_token)
+
+    @property
+    def pad_token_id(self) -> int:
+        return self._token_id(self.pad_token)
+
+    @property
+    def cls_token_id(self) -> int:
+        return self._token_id(self.cls_token)
+
+    @property
+    def mask_token_id(self) -> int:
+        return self._token_id(self.mask_token)
+
+    @overload
+    def convert_tokens_to_ids(self, tokens: str) -> int: ...  # type: ignore[overload-overlap]
+    @overload
+    def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]: ...
 
     def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
         if isinstance(tokens, str):
-            if tokens in self._added:
-                return self._added[tokens]
-            return self._ids.get(tokens, self._native.unk_id)
-        return [self.convert_tokens_to_ids(t) for t in tokens]
+            return self._token_id(tokens)
+        return [self._token_id(t) for t in tokens]
+
+    def _token_id(self, token: str) -> int:
+        if token in self._added:
+            return self._added[token]
+        return self._ids.get(token, self._native.unk_id)
 
     def convert_ids_to_tokens(self, ids: int | Iterable[int], skip_special_tokens: bool = False) -> str | list[str]:
         if isinstance(ids, (int, np.integer)):
@@ -377,56 +404,20 @@ class WordPieceTokenizer:
         mapping = out.pop("overflow_to_sample_mapping")
         if starts is not None and return_offsets_mapping:
             _offsets_within_words(out, mapping, starts)
-        keys = ["input_ids"]
-        if return_token_type_ids is not False:
-            keys.append("token_type_ids")
-        if return_attention_mask is not False:
-            keys.append("attention_mask")
-        if return_special_tokens_mask:
-            keys.append("special_tokens_mask")
-        if return_offsets_mapping:
-            keys.append("offset_mapping")
-        # Row lengths as HF's padding leaves them: padded rows reach the target, longer rows stay.
-        width = out["input_ids"].shape[1]
-        if pad == "do_not_pad":
-            row_len = lengths
-        elif pad == "max_length":
-            target = int(max_length) if max_length is not None else int(lengths.max(initial=0))
-            if pad_to_multiple_of and target % pad_to_multiple_of:
-                target += pad_to_multiple_of - target % pad_to_multiple_of
-            row_len = np.maximum(lengths, target)
-        else:
-            row_len = np.full_like(lengths, width)
+        row_len = _row_lengths(pad, lengths, out["input_ids"].shape[1], max_length, pad_to_multiple_of)
         if side == "left":
             _pad_left(out, lengths, row_len)
         result = BatchEncoding()
         result._row_info = lambda r: self._row_info(texts, pairs, starts, window, mapping, r)
         result._padding_side = side
-        if return_tensors is not None:
-            if len(row_len) and (row_len != row_len[0]).any():
-                raise TokenizerInputError(
-                    "rows have different lengths; pass padding=True (or 'max_length') and/or truncation=True "
-                    f"to get arrays with return_tensors={return_tensors!r}")
-            w = int(row_len[0]) if len(row_len) else 0
-            for k in keys:
-                result[k] = out[k][:, :w]
-            if return_length:
-                result["length"] = row_len.astype(np.int64)
-            if return_overflowing_tokens:
-                result["overflow_to_sample_mapping"] = mapping
-            return _as_tensors(result, return_tensors)
-        rl = row_len.tolist()
-        for k in keys:
-            arr = out[k]
-            if k == "offset_mapping":
-                result[k] = [list(map(tuple, arr[r, :n].tolist())) for r, n in enumerate(rl)]
-            else:
-                result[k] = [arr[r, :n].tolist() for r, n in enumerate(rl)]
-        if return_length:
-            result["length"] = rl
+        keys = _keys(return_token_type_ids, return_attention_mask, return_special_tokens_mask, return_offsets_mapping)
+        extras = {"length": row_len.astype(np.int64)} if return_length else {}
         if return_overflowing_tokens:
-            result["overflow_to_sample_mapping"] = mapping.tolist()
-        elif not batched:
+            extras["overflow_to_sample_mapping"] = mapping
+        if return_tensors is not None:
+            return _as_tensors(_fill_arrays(result, out, keys, row_len, extras, return_tensors), return_tensors)
+        _fill_lists(result, out, keys, row_len, extras)
+        if not batched and not return_overflowing_tokens:
             for k in list(result):
                 result[k] = result[k][0]
         return result
@@ -495,28 +486,19 @@ class WordPieceTokenizer:
     def _inputs(self, text: Any, text_pair: Any, split: bool) -> tuple[bool, Sequence[str], Sequence[str] | None,
                                                                       list[tuple[list[int], list[int]]] | None]:
         """(batched, texts, pairs, word starts): pre-split words are joined by spaces (which the normaliser
-        splits on and nothing crosses), each word's start kept for word ids and word-relative offsets."""
+        splits on and nothing crosses), each word's start kept for word ids and word-relative offsets.
+        Unequal text and pair counts are refused by the native encoder."""
         if split:
             batched = isinstance(text, (list, tuple)) and bool(text) and isinstance(text[0], (list, tuple))
-            items = list(text) if batched else [text]
-            pair_items = None if text_pair is None else (list(text_pair) if batched else [text_pair])
-            if pair_items is not None and len(pair_items) != len(items):
-                raise TokenizerInputError(
-                    f"text has {len(items)} items but text_pair has {len(pair_items)}; pass one pair per text")
-            joined = [_join_words(w, "text") for w in items]
-            joined_pairs = None if pair_items is None else [_join_words(w, "text_pair") for w in pair_items]
-            starts = [(a[1], [] if joined_pairs is None else joined_pairs[i][1]) for i, a in enumerate(joined)]
-            return batched, [a[0] for a in joined], None if joined_pairs is None else [b[0] for b in joined_pairs], \
-                starts
+            joined = [_join_words(w, "text") for w in (text if batched else [text])]
+            if text_pair is None:
+                return batched, [t for t, _ in joined], None, [(s, []) for _, s in joined]
+            joined_pairs = [_join_words(w, "text_pair") for w in (text_pair if batched else [text_pair])]
+            starts = [(a, b) for (_, a), (_, b) in zip(joined, joined_pairs)]
+            return batched, [t for t, _ in joined], [t for t, _ in joined_pairs], starts
         if not isinstance(text, str):
-            texts = self._check_list(text, "text")
-            pairs = None
-            if text_pair is not None:
-                pairs = self._check_list(text_pair, "text_pair")
-                if len(pairs) != len(texts):
-                    raise TokenizerInputError(
-                        f"text has {len(texts)} items but text_pair has {len(pairs)}; pass one pair per text")
-            return True, texts, pairs, None
+            pairs = None if text_pair is None else self._check_list(text_pair, "text_pair")
+            return True, self._check_list(text, "text"), pairs, None
         return False, [text], None if text_pair is None else [self._check_str(text_pair, "text_pair")], None
 
     def _row_info(self, texts: Sequence[str], pairs: Sequence[str] | None,
@@ -584,6 +566,52 @@ def _offsets_within_words(out: dict[str, np.ndarray], mapping: np.ndarray,
             if sel.any():
                 shift = word_starts[np.searchsorted(word_starts, offsets[r, sel, 0], side="right") - 1]
                 offsets[r, sel] -= shift[:, None]
+
+
+def _keys(token_type_ids: bool | None, attention_mask: bool | None, special_tokens_mask: bool,
+          offsets_mapping: bool) -> list[str]:
+    """The per-token outputs a call returns, in HF's order (type ids and mask unless turned off)."""
+    wanted = {"input_ids": True, "token_type_ids": token_type_ids is not False,
+              "attention_mask": attention_mask is not False, "special_tokens_mask": special_tokens_mask,
+              "offset_mapping": offsets_mapping}
+    return [key for key, on in wanted.items() if on]
+
+
+def _row_lengths(pad: str, lengths: np.ndarray, width: int, max_length: int | None,
+                 pad_to_multiple_of: int | None) -> np.ndarray:
+    """Row lengths as HF's padding leaves them: padded rows reach the target, longer rows stay."""
+    if pad == "do_not_pad":
+        return lengths
+    if pad == "max_length":
+        target = int(max_length) if max_length is not None else int(lengths.max(initial=0))
+        if pad_to_multiple_of and target % pad_to_multiple_of:
+            target += pad_to_multiple_of - target % pad_to_multiple_of
+        return np.maximum(lengths, target)
+    return np.full_like(lengths, width)
+
+
+def _fill_arrays(result: BatchEncoding, out: dict[str, np.ndarray], keys: list[str], row_len: np.ndarray,
+                 extras: dict[str, np.ndarray], kind: str) -> BatchEncoding:
+    """``result`` as 2-D arrays, which needs rows of one length."""
+    if len(row_len) and (row_len != row_len[0]).any():
+        raise TokenizerInputError("rows have different lengths; pass padding=True (or 'max_length') and/or "
+                                  f"truncation=True to get arrays with return_tensors={kind!r}")
+    width = int(row_len[0]) if len(row_len) else 0
+    for key in keys:
+        result[key] = out[key][:, :width]
+    result.update(extras)
+    return result
+
+
+def _fill_lists(result: BatchEncoding, out: dict[str, np.ndarray], keys: list[str], row_len: np.ndarray,
+                extras: dict[str, np.ndarray]) -> None:
+    """``result`` as Python lists, each row cut to its own length (offsets as tuples, as HF)."""
+    lens = row_len.tolist()
+    for key in keys:
+        rows = [out[key][r, :n].tolist() for r, n in enumerate(lens)]
+        result[key] = [list(map(tuple, row)) for row in rows] if key == "offset_mapping" else rows
+    for key, value in extras.items():
+        result[key] = value.tolist()
 
 
 def _pad_left(out: dict[str, np.ndarray], lengths: np.ndarray, row_len: np.ndarray) -> None:

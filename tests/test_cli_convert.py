@@ -202,8 +202,11 @@ def test_kill_9_during_convert_leaves_previous_export(existing_export, tiny_chec
     before = tree_digest(existing_export)
     proc = subprocess.Popen([MBEXPORT, "convert", str(bigger), "--out", str(existing_export)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    staged_models = lambda: [p for p in existing_export.parent.glob(f".{existing_export.name}.tmp-*/model.onnx")
-                             if p.stat().st_size > 0]  # noqa: E731
+
+    def staged_models() -> list[Path]:
+        return [p for p in existing_export.parent.glob(f".{existing_export.name}.tmp-*/model.onnx")
+                if p.stat().st_size > 0]
+
     deadline = time.monotonic() + 120
     while not staged_models() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -8,6 +8,7 @@ import tempfile
 from typing import get_args
 
 from conftest import run_mbexport
+
 from mbexport import cli
 from mbexport.export.build import FLAVORS, PRECISIONS
 from mbexport.families import head_names
@@ -60,7 +61,7 @@ def run_patched(patch: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_unexpected_exceptions_are_one_internal_error_line(tmp_path) -> None:
     """A bug (here a ZeroDivisionError injected into info) is one line, not a traceback; exit 1."""
-    result = run_patched("import mbexport.export.manifest as m; m.read_manifest = lambda path: 1 / 0",
+    result = run_patched("import mbexport.layout as m; m.read_manifest = lambda path: 1 / 0",
                          "info", str(tmp_path))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
@@ -69,7 +70,7 @@ def test_unexpected_exceptions_are_one_internal_error_line(tmp_path) -> None:
 
 def test_keyboard_interrupt_is_one_line_exit_130(tmp_path) -> None:
     result = run_patched("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                         "import os; import mbexport.export.manifest as m; "
+                         "import os; import mbexport.layout as m; "
                          "m.read_manifest = lambda path: os.kill(os.getpid(), signal.SIGINT)", "info", str(tmp_path))
     assert result.returncode == 130 and "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.strip()] == ["error: interrupted"]

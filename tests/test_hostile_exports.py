@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TINY_CONFIG, run_mbexport, write_tiny_checkpoint
+
 from mbexport import Embedder
 from mbexport.errors import ArgumentError, ExportDirError, ExportError, MbexportError, OutputFileError
 from mbexport.export import writer
-from mbexport.export.manifest import read_manifest
+from mbexport.layout import read_manifest
 from mbexport.runtime.files import AtomicOutput
 from mbexport.runtime.pooling import pool
 

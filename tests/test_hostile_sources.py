@@ -12,7 +12,6 @@ torch/transformers themselves. Memory bombs run in a subprocess under an address
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import os
 import pickle

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from pathlib import Path
 
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
 

@@ -12,7 +12,7 @@ import pytest
 from mbexport import Embedder
 
 ray = pytest.importorskip("ray")
-from mbexport.integrations.ray_data import embed_dataset  # after importorskip: needs ray
+from mbexport.integrations.ray_data import embed_dataset  # noqa: E402 (after importorskip: needs ray)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 

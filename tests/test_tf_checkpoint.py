@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from mbexport.errors import CheckpointFormatError, ShapeError, SourceNotFoundError
-from mbexport.sources import tf_bundle
+from mbexport.sources import crc, tf_bundle
 from mbexport.sources.tf_bundle import BundleReader, crc32c, mask_crc, unmask_crc
 from mbexport.sources.tf_checkpoint import (
     find_prefix,
@@ -220,7 +220,7 @@ def test_sharded_checkpoint_spans_several_files() -> None:
 def _crc_bytewise(data: bytes) -> int:
     register = 0xFFFFFFFF
     for byte in data:
-        register = tf_bundle._TABLE_LIST[(register ^ byte) & 0xFF] ^ (register >> 8)
+        register = crc._TABLE_LIST[(register ^ byte) & 0xFF] ^ (register >> 8)
     return register ^ 0xFFFFFFFF
 
 
@@ -228,15 +228,15 @@ def _crc_bytewise(data: bytes) -> int:
 def test_crc32c_numpy_matches_bytewise(size: int) -> None:
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     expected = _crc_bytewise(data)
-    assert tf_bundle._crc32c_numpy(data) == expected
-    assert tf_bundle._crc32c_numpy(data[size // 3:], tf_bundle._crc32c_numpy(data[: size // 3])) == expected
+    assert crc._crc32c_numpy(data) == expected
+    assert crc._crc32c_numpy(data[size // 3:], crc._crc32c_numpy(data[: size // 3])) == expected
     assert crc32c(data) == expected  # the fast package when installed
 
 
 def test_crc32c_known_values() -> None:
-    assert tf_bundle._crc32c_numpy(b"123456789") == 0xE3069283
-    assert tf_bundle._crc32c_numpy(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4 test vectors
-    assert tf_bundle._crc32c_numpy(bytes([0xFF] * 32)) == 0x62A8AB43
+    assert crc._crc32c_numpy(b"123456789") == 0xE3069283
+    assert crc._crc32c_numpy(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4 test vectors
+    assert crc._crc32c_numpy(bytes([0xFF] * 32)) == 0x62A8AB43
     for value in (0, 1, 0xE3069283, 0xFFFFFFFF):
         assert unmask_crc(mask_crc(value)) == value
 

@@ -116,6 +116,10 @@ def _legacy(vocab_dir: Path, **options):
                                           do_lower_case=cfg.get("do_lower_case", True), **options)
 
 
+def _tolist(value: object) -> object:
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
 def _mismatches(ours: list, ref: list, texts: list[str], limit: int = 5) -> list:
     return [(texts[i], ours[i], ref[i]) for i in range(len(texts)) if ours[i] != ref[i]][:limit]
 
@@ -180,8 +184,7 @@ def test_call_matches_reference_on_single_texts(vocab: str, options: dict, corpu
     got = WordPieceTokenizer.from_pretrained(vocab_dir)(texts, **options)
     assert set(want) <= set(got)  # the legacy class leaves token_type_ids out; HF's BertTokenizer has them
     for key in want:
-        tolist = (lambda v: v.tolist() if isinstance(v, np.ndarray) else v)
-        assert _mismatches(tolist(got[key]), tolist(want[key]), texts) == [], key
+        assert _mismatches(_tolist(got[key]), _tolist(want[key]), texts) == [], key
 
 
 @pytest.mark.parametrize("vocab", ["uncased", "cased"])

@@ -22,7 +22,7 @@ Status HostBuffer::Allocate(size_t bytes, const CudaRuntime* cuda, std::unique_p
   if (!checked.ok()) return checked;
   void* data = nullptr;
   if (cuda != nullptr) {
-    Status status = cuda->Check(cuda->MallocHost(&data, size), "cudaMallocHost");
+    Status status = cuda->StatusOf(cuda->MallocHost(&data, size), "cudaMallocHost");
     if (!status.ok()) return status;
   } else {
     data = std::aligned_alloc(kAlignment, size);
@@ -50,7 +50,7 @@ HostBuffer::~HostBuffer() { Release(); }
 Status DeviceBuffer::Allocate(size_t bytes, const CudaRuntime* cuda, std::unique_ptr<DeviceBuffer>* out) {
   if (cuda == nullptr) return Status(StatusCode::kCudaUnavailable, "device buffer: no CUDA runtime loaded");
   void* data = nullptr;
-  Status status = cuda->Check(cuda->Malloc(&data, bytes == 0 ? 1 : bytes), "cudaMalloc");
+  Status status = cuda->StatusOf(cuda->Malloc(&data, bytes == 0 ? 1 : bytes), "cudaMalloc");
   if (!status.ok()) return status;
   out->reset(new DeviceBuffer(data, bytes, cuda));
   return Status::Ok();
@@ -82,7 +82,7 @@ Status CudaStager::Create(const CudaRuntime* cuda, int64_t capacity_tokens, int 
   if (!valid.ok()) return valid;
   if (cuda == nullptr) return Status(StatusCode::kCudaUnavailable, "stager: no CUDA runtime loaded");
   std::unique_ptr<CudaStager> stager(new CudaStager(cuda, capacity_tokens));
-  Status status = cuda->Check(cuda->StreamCreateWithFlags(&stager->stream_, CudaRuntime::kStreamNonBlocking),
+  Status status = cuda->StatusOf(cuda->StreamCreateWithFlags(&stager->stream_, CudaRuntime::kStreamNonBlocking),
                               "cudaStreamCreateWithFlags");
   if (!status.ok()) return status;
   stager->slots_.resize(slots);
@@ -92,7 +92,7 @@ Status CudaStager::Create(const CudaRuntime* cuda, int64_t capacity_tokens, int 
       if (!(status = HostBuffer::Allocate(bytes, cuda, &slot.host[k])).ok()) return status;
       if (!(status = DeviceBuffer::Allocate(bytes, cuda, &slot.device[k])).ok()) return status;
     }
-    status = cuda->Check(cuda->EventCreateWithFlags(&slot.event, CudaRuntime::kEventDisableTiming),
+    status = cuda->StatusOf(cuda->EventCreateWithFlags(&slot.event, CudaRuntime::kEventDisableTiming),
                          "cudaEventCreateWithFlags");
     if (!status.ok()) return status;
   }
@@ -119,19 +119,19 @@ Status CudaStager::Stage(const Batch& batch, int32_t pad_multiple, int64_t pad_i
   }
   Slot& slot = slots_[next_];
   Status status;
-  if (slot.in_flight && !(status = cuda_->Check(cuda_->EventSynchronize(slot.event), "cudaEventSynchronize")).ok()) {
+  if (slot.in_flight && !(status = cuda_->StatusOf(cuda_->EventSynchronize(slot.event), "cudaEventSynchronize")).ok()) {
     return status;
   }
   batch.FillPadded(pad_multiple, pad_id, static_cast<int64_t*>(slot.host[0]->data()),
                    static_cast<int64_t*>(slot.host[1]->data()), static_cast<int64_t*>(slot.host[2]->data()));
   const size_t bytes = sizeof(int64_t) * static_cast<size_t>(cells);
   for (int k = 0; k < 3; ++k) {
-    status = cuda_->Check(cuda_->MemcpyAsync(slot.device[k]->data(), slot.host[k]->data(), bytes,
+    status = cuda_->StatusOf(cuda_->MemcpyAsync(slot.device[k]->data(), slot.host[k]->data(), bytes,
                                              CudaRuntime::kMemcpyHostToDevice, stream_),
                           "cudaMemcpyAsync");
     if (!status.ok()) return status;
   }
-  if (!(status = cuda_->Check(cuda_->EventRecord(slot.event, stream_), "cudaEventRecord")).ok()) return status;
+  if (!(status = cuda_->StatusOf(cuda_->EventRecord(slot.event, stream_), "cudaEventRecord")).ok()) return status;
   slot.in_flight = true;
   slot.rows = batch.rows();
   slot.width = width;
@@ -140,6 +140,6 @@ Status CudaStager::Stage(const Batch& batch, int32_t pad_multiple, int64_t pad_i
   return Status::Ok();
 }
 
-Status CudaStager::Synchronize() { return cuda_->Check(cuda_->StreamSynchronize(stream_), "cudaStreamSynchronize"); }
+Status CudaStager::Synchronize() { return cuda_->StatusOf(cuda_->StreamSynchronize(stream_), "cudaStreamSynchronize"); }
 
 }  // namespace mbexport::batching

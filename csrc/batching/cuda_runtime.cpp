@@ -100,7 +100,7 @@ Status CudaRuntime::Load(const std::vector<std::string>& extra_paths, const Cuda
   return status;
 }
 
-Status CudaRuntime::Check(int code, const char* what) const {
+Status CudaRuntime::StatusOf(int code, const char* what) const {
   if (code == 0) return Status::Ok();
   return Status(StatusCode::kCudaUnavailable,
                 std::string(what) + " failed: " + ErrorText(*this, code) + " (" + std::to_string(code) + ")");

@@ -55,7 +55,7 @@ struct CudaRuntime {
   static Status Load(const std::vector<std::string>& extra_paths, const CudaRuntime** out);
 
   // "cudaMalloc(...) failed: out of memory (2)" as a status, or Ok.
-  Status Check(int code, const char* what) const;
+  Status StatusOf(int code, const char* what) const;
 };
 
 }  // namespace mbexport::batching

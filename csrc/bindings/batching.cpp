@@ -4,7 +4,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,13 +30,6 @@ using batching::Sequences;
 
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
-
-template <typename T>
-py::array_t<T> ToNumpy(const std::vector<T>& v) {
-  py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
-  if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), sizeof(T) * v.size());
-  return out;
-}
 
 const CudaRuntime* LoadCuda(const std::vector<std::string>& paths) {
   const CudaRuntime* cuda = nullptr;
@@ -105,7 +97,7 @@ class PyBatcher {
       py::gil_scoped_release release;
       batch.FillPadded(options_.pad_multiple, pad_id_, pi, pm, pt);
     }
-    return py::make_tuple(ToNumpy(batch.indices), ids, mask, types);
+    return py::make_tuple(ToArray(std::vector(batch.indices)), ids, mask, types);
   }
 
   py::dict Packed(const py::handle& b) {
@@ -114,11 +106,11 @@ class PyBatcher {
     py::array_t<int32_t> offset({rows, width});
     batch.FillTokenOffset(options_.pad_multiple, offset.mutable_data());
     py::dict d;
-    d["indices"] = ToNumpy(batch.indices);
-    d["input_ids"] = ToNumpy(batch.input_ids);
-    d["token_type_ids"] = ToNumpy(batch.token_type_ids);
-    d["position_ids"] = ToNumpy(batch.position_ids);
-    d["cu_seqlens"] = ToNumpy(batch.cu_seqlens);
+    d["indices"] = ToArray(std::vector(batch.indices));
+    d["input_ids"] = ToArray(std::vector(batch.input_ids));
+    d["token_type_ids"] = ToArray(std::vector(batch.token_type_ids));
+    d["position_ids"] = ToArray(std::vector(batch.position_ids));
+    d["cu_seqlens"] = ToArray(std::vector(batch.cu_seqlens));
     d["max_length"] = batch.max_length;
     d["token_offset"] = offset;
     return d;
@@ -135,7 +127,7 @@ class PyBatcher {
     Check(status);
     py::array_t<int32_t> lengths(batch.rows());
     for (int64_t r = 0; r < batch.rows(); ++r) lengths.mutable_data()[r] = batch.cu_seqlens[r + 1] - batch.cu_seqlens[r];
-    return py::make_tuple(ToNumpy(batch.indices), slot, lengths);
+    return py::make_tuple(ToArray(std::vector(batch.indices)), slot, lengths);
   }
 
   const Plan& plan() const { return plan_; }
@@ -198,9 +190,8 @@ py::capsule DLPackOf(py::object stager_obj, const py::handle& slot_arg, const st
   });
 }
 
-}  // namespace
-
-void RegisterBatching(py::module_& m) {
+// Batcher: plans one window into batches and writes their tensors.
+void RegisterBatcher(py::module_& m) {
   py::class_<PyBatcher>(m, "Batcher",
                         "Plans batches over one window of tokenized sequences (packed ids + cumulative lengths)\n"
                         "and writes each batch's padded or packed tensors. Order is longest first; `indices`\n"
@@ -216,8 +207,8 @@ void RegisterBatching(py::module_& m) {
       .def_property_readonly("truncated", [](const PyBatcher& b) { return b.plan().truncated; })
       .def_property_readonly("real_tokens", [](const PyBatcher& b) { return b.plan().real_tokens; })
       .def_property_readonly("padded_tokens", [](const PyBatcher& b) { return b.plan().padded_tokens; })
-      .def_property_readonly("order", [](const PyBatcher& b) { return ToNumpy(b.plan().order); })
-      .def_property_readonly("offsets", [](const PyBatcher& b) { return ToNumpy(b.plan().offsets); })
+      .def_property_readonly("order", [](const PyBatcher& b) { return ToArray(std::vector(b.plan().order)); })
+      .def_property_readonly("offsets", [](const PyBatcher& b) { return ToArray(std::vector(b.plan().offsets)); })
       .def_property_readonly("pad_multiple", [](const PyBatcher& b) { return b.options().pad_multiple; })
       .def("padded", &PyBatcher::Padded, py::arg("batch"),
            "(indices, input_ids, attention_mask, token_type_ids): int64, the last three [rows, padded]")
@@ -227,7 +218,10 @@ void RegisterBatching(py::module_& m) {
       .def("stage", &PyBatcher::Stage, py::arg("batch"), py::arg("stager"),
            "Writes the padded batch into the stager's next pinned slot and copies it to the GPU\n"
            "asynchronously; returns (indices, slot, lengths).");
+}
 
+// HostBuffer: pinned or aligned host memory with the buffer protocol.
+void RegisterHostBuffer(py::module_& m) {
   py::class_<HostBuffer, std::unique_ptr<HostBuffer>>(m, "HostBuffer", py::buffer_protocol(),
                                                        "Host memory for staging: page-locked when pinned=True\n"
                                                        "(needs the CUDA runtime), else 64-byte aligned pageable.")
@@ -245,7 +239,10 @@ void RegisterBatching(py::module_& m) {
         return py::buffer_info(b.data(), 1, py::format_descriptor<uint8_t>::format(), 1,
                                {static_cast<py::ssize_t>(b.size())}, {1});
       });
+}
 
+// CudaStager: double-buffered host -> device staging, DLPack views.
+void RegisterCudaStager(py::module_& m) {
   py::class_<CudaStager>(m, "CudaStager",
                          "Double-buffered pinned host -> device staging on one CUDA stream (see buffers.h).")
       .def(py::init([](const py::handle& capacity_tokens, const py::handle& slots,
@@ -285,7 +282,10 @@ void RegisterBatching(py::module_& m) {
       })
       .def("dlpack", &DLPackOf, py::arg("slot"), py::arg("which") = "input_ids",
            "A DLPack capsule viewing a staged device array (torch.utils.dlpack.from_dlpack).");
+}
 
+// cuda_runtime_info: loads libcudart and describes it.
+void RegisterCudaRuntimeInfo(py::module_& m) {
   m.def(
       "cuda_runtime_info",
       [](std::vector<std::string> library_paths) {
@@ -299,7 +299,10 @@ void RegisterBatching(py::module_& m) {
       },
       py::arg("library_paths") = std::vector<std::string>{},
       "Loads libcudart (dlopen, once per process) and describes it; CudaUnavailableError says what is missing.");
+}
 
+// scatter_rows: a batch's outputs back in input order.
+void RegisterScatterRows(py::module_& m) {
   m.def(
       "scatter_rows",
       [](const CArray<float>& rows, const CArray<int64_t>& indices, py::array_t<float, py::array::c_style> out,
@@ -322,6 +325,16 @@ void RegisterBatching(py::module_& m) {
       py::arg("rows"), py::arg("indices"), py::arg("out").noconvert(), py::arg("base") = 0,
       "out[indices[r] - base] = rows[r]: puts a batch's outputs back in input order. out must be a\n"
       "C-contiguous, writeable float32 array (never a converted copy, whose writes would be lost).");
+}
+
+}  // namespace
+
+void RegisterBatching(py::module_& m) {
+  RegisterBatcher(m);
+  RegisterHostBuffer(m);
+  RegisterCudaStager(m);
+  RegisterCudaRuntimeInfo(m);
+  RegisterScatterRows(m);
 }
 
 }  // namespace mbexport::bindings

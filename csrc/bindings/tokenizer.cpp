@@ -13,7 +13,7 @@
 #include "bindings/bindings.h"
 #include "common/limits.h"
 #include "common/parallel.h"
-#include "tokenizer/batch.h"
+#include "tokenizer/encode_batch.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/vocab.h"
 
@@ -22,13 +22,6 @@ namespace py = pybind11;
 namespace mbexport::bindings {
 
 namespace {
-
-template <typename T>
-py::array_t<T> ToArray(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
-  auto* heap = new std::vector<T>(std::move(v));
-  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-  return py::array_t<T>(shape, heap->data(), owner);
-}
 
 TextView View(PyObject* o) {
 #if PY_VERSION_HEX < 0x030C0000
@@ -61,6 +54,20 @@ Texts Collect(const py::handle& seq, const char* what) {
     t.keep.push_back(std::move(o));
   }
   return t;
+}
+
+// The second texts of pairs (none when `pairs` is None), one per text of `texts`: the one
+// place the counts are checked (TokenizerInputError otherwise).
+std::optional<Texts> CollectPairs(const py::handle& pairs, const char* what, const Texts& texts,
+                                  const char* texts_what) {
+  if (pairs.is_none()) return std::nullopt;
+  Texts b = Collect(pairs, what);
+  if (b.views.size() != texts.views.size())
+    ThrowStatus(Status(StatusCode::kInvalidArgument, std::string(texts_what) + " has " +
+                                                         std::to_string(texts.views.size()) + " items but " + what +
+                                                         " has " + std::to_string(b.views.size()) +
+                                                         "; pass one pair per text"));
+  return b;
 }
 
 Truncation ParseTruncation(const std::string& s) {
@@ -145,14 +152,7 @@ class PyTokenizer {
                        const py::handle& pad_to_multiple_of, int32_t cls_id, int32_t sep_id, int32_t pad_id,
                        bool return_offsets, bool return_special_tokens_mask, const py::handle& threads) const {
     Texts a = Collect(texts, "text");
-    std::optional<Texts> b;
-    if (!pairs.is_none()) {
-      b = Collect(pairs, "text_pair");
-      if (b->views.size() != a.views.size())
-        ThrowStatus(Status(StatusCode::kInvalidArgument,
-                           "text has " + std::to_string(a.views.size()) + " items but text_pair has " +
-                               std::to_string(b->views.size()) + "; pass one pair per text"));
-    }
+    std::optional<Texts> b = CollectPairs(pairs, "text_pair", a, "text");
     BatchOptions o;
     o.post.add_special_tokens = add_special_tokens;
     o.post.truncation = ParseTruncation(truncation);
@@ -190,12 +190,7 @@ class PyTokenizer {
   py::tuple EncodePacked(const py::handle& texts, const py::handle& pairs, const py::handle& max_length,
                          bool add_special_tokens, int32_t cls_id, int32_t sep_id, const py::handle& threads) const {
     Texts a = Collect(texts, "texts");
-    std::optional<Texts> b;
-    if (!pairs.is_none()) {
-      b = Collect(pairs, "pairs");
-      if (b->views.size() != a.views.size())
-        ThrowStatus(Status(StatusCode::kInvalidArgument, "texts and pairs must have the same number of items"));
-    }
+    std::optional<Texts> b = CollectPairs(pairs, "pairs", a, "texts");
     PostOptions po;
     po.max_length = IntArg(max_length, "max_length", -1);
     po.add_special_tokens = add_special_tokens;

@@ -85,55 +85,75 @@ bool WordPiece::TokenizeSlow(std::string_view word, std::vector<int32_t>* ids, s
   return true;
 }
 
-Status WordPieceBuilder::Build(const std::vector<std::string>& vocab, std::unique_ptr<const WordPiece>* out) {
-  // 1. A pointer trie over bytes.
-  struct BNode {
+// The pointer trie the builder fills first; flattened into WordPiece's arrays afterwards.
+struct WordPieceBuilder::ByteTrie {
+  struct Node {
     std::map<uint8_t, uint32_t> kids;
     int32_t token = -1;
   };
-  std::vector<BNode> t(1);
-  auto insert = [&](std::string_view s) {
+  std::vector<Node> nodes = std::vector<Node>(1);
+  uint32_t suffix_root = 0;  // the node for "##"
+
+  uint32_t Insert(std::string_view s) {
     uint32_t u = 0;
     for (unsigned char c : s) {
-      auto it = t[u].kids.find(c);
-      if (it == t[u].kids.end()) {
-        uint32_t v = static_cast<uint32_t>(t.size());
-        t[u].kids.emplace(c, v);
-        t.emplace_back();
+      auto it = nodes[u].kids.find(c);
+      if (it == nodes[u].kids.end()) {
+        const uint32_t v = static_cast<uint32_t>(nodes.size());
+        nodes[u].kids.emplace(c, v);
+        nodes.emplace_back();
         u = v;
       } else {
         u = it->second;
       }
     }
     return u;
-  };
-  const uint32_t suffix_root = insert("##");
+  }
+};
+
+Status WordPieceBuilder::Build(const std::vector<std::string>& vocab, std::unique_ptr<const WordPiece>* out) {
   auto w = std::make_unique<WordPiece>();
+  ByteTrie trie;
+  Status status = InsertVocab(vocab, &trie, w.get());
+  if (!status.ok()) return status;
+  Flatten(trie, w.get());
+  status = HashEdges(w.get());
+  if (!status.ok()) return status;
+  status = LinkFailures(w.get());
+  if (!status.ok()) return status;
+  *out = std::move(w);
+  return Status::Ok();
+}
+
+Status WordPieceBuilder::InsertVocab(const std::vector<std::string>& vocab, ByteTrie* trie, WordPiece* w) {
+  trie->suffix_root = trie->Insert("##");
   w->piece_len_.assign(vocab.size(), 0);
   for (size_t id = 0; id < vocab.size(); ++id) {
     const std::string& s = vocab[id];
     if (s.empty() || s == "##") continue;
-    uint32_t node = insert(s);
-    if (t[node].token < 0) t[node].token = static_cast<int32_t>(id);
-    bool suffix = s.size() > 2 && s[0] == '#' && s[1] == '#';
+    const uint32_t node = trie->Insert(s);
+    if (trie->nodes[node].token < 0) trie->nodes[node].token = static_cast<int32_t>(id);
+    const bool suffix = s.size() > 2 && s[0] == '#' && s[1] == '#';
     w->piece_len_[id] = static_cast<uint32_t>(suffix ? s.size() - 2 : s.size());
   }
-  if (t.size() >= WordPiece::kNull / 2)
+  if (trie->nodes.size() >= WordPiece::kNull / 2)
     return Status(StatusCode::kVocabError, "vocabulary is too large for the WordPiece trie");
+  return Status::Ok();
+}
 
-  // 2. Flatten in BFS order (parents before children), then failure links and pops.
-  std::vector<uint32_t> order{0}, index(t.size(), WordPiece::kNull);
+void WordPieceBuilder::Flatten(const ByteTrie& trie, WordPiece* w) {
+  // BFS order: parents before children, so failure links can be computed in one pass.
+  std::vector<uint32_t> order{0}, index(trie.nodes.size(), WordPiece::kNull);
   index[0] = 0;
   for (size_t k = 0; k < order.size(); ++k)
-    for (auto& [c, v] : t[order[k]].kids) {
+    for (auto& [c, v] : trie.nodes[order[k]].kids) {
       index[v] = static_cast<uint32_t>(order.size());
       order.push_back(v);
     }
-  auto& nodes = w->nodes_;
-  nodes.resize(order.size());
+  w->nodes_.resize(order.size());
   for (size_t k = 0; k < order.size(); ++k) {
-    const BNode& b = t[order[k]];
-    WordPiece::Node& n = nodes[k];
+    const ByteTrie::Node& b = trie.nodes[order[k]];
+    WordPiece::Node& n = w->nodes_[k];
     n.edge_begin = static_cast<uint32_t>(w->labels_.size());
     n.edge_count = static_cast<uint16_t>(b.kids.size());
     for (auto& [c, v] : b.kids) {
@@ -145,21 +165,23 @@ Status WordPieceBuilder::Build(const std::vector<std::string>& vocab, std::uniqu
     n.pops_begin = 0;
     n.pops_count = 0;
   }
-  const uint32_t sroot = index[suffix_root];
-  w->suffix_root_ = sroot;
+  w->suffix_root_ = index[trie.suffix_root];
   std::fill(std::begin(w->root_child_), std::end(w->root_child_), WordPiece::kNull);
-  for (auto& [c, v] : t[0].kids) w->root_child_[c] = index[v];
+  for (auto& [c, v] : trie.nodes[0].kids) w->root_child_[c] = index[v];
+}
 
-  // The edge hash table (root edges live in root_child_).
+Status WordPieceBuilder::HashEdges(WordPiece* w) {
+  // Root edges live in root_child_; every other edge goes in the open-addressing table.
+  const size_t node_count = w->nodes_.size();
   size_t slots = 16;
   while (slots < 2 * w->labels_.size()) slots *= 2;
-  if (order.size() >= (1u << 24)) return Status(StatusCode::kVocabError, "vocabulary is too large for the WordPiece trie");
+  if (node_count >= (1u << 24)) return Status(StatusCode::kVocabError, "vocabulary is too large for the WordPiece trie");
   w->edges_.assign(slots, 0);
   w->hash_mask_ = static_cast<uint32_t>(slots - 1);
   w->hash_shift_ = 32;
   for (size_t s = slots; s > 1; s >>= 1) --w->hash_shift_;
-  for (size_t k = 1; k < order.size(); ++k) {
-    const WordPiece::Node& n = nodes[k];
+  for (size_t k = 1; k < node_count; ++k) {
+    const WordPiece::Node& n = w->nodes_[k];
     for (uint32_t e = 0; e < n.edge_count; ++e) {
       const uint32_t key = static_cast<uint32_t>(k) * 256u + w->labels_[n.edge_begin + e] + 1u;
       uint32_t h = (key * 0x9E3779B1u) >> w->hash_shift_;
@@ -167,17 +189,21 @@ Status WordPieceBuilder::Build(const std::vector<std::string>& vocab, std::uniqu
       w->edges_[h] = (static_cast<uint64_t>(key) << 32) | w->targets_[n.edge_begin + e];
     }
   }
+  return Status::Ok();
+}
 
+Status WordPieceBuilder::LinkFailures(WordPiece* w) {
+  auto& nodes = w->nodes_;
+  const uint32_t sroot = w->suffix_root_;
   std::vector<int32_t> scratch;
-  for (size_t k = 0; k < order.size(); ++k) {
-    const uint32_t u = static_cast<uint32_t>(k);
-    const WordPiece::Node un = nodes[u];
+  for (size_t k = 0; k < nodes.size(); ++k) {
+    const WordPiece::Node un = nodes[k];
     for (uint32_t e = 0; e < un.edge_count; ++e) {
       const uint8_t c = w->labels_[un.edge_begin + e];
       const uint32_t v = w->targets_[un.edge_begin + e];
       if (v == sroot) continue;
       WordPiece::Node& vn = nodes[v];
-      if (vn.token >= 0) {
+      if (vn.token >= 0) {  // a token ends here: emit it, continue from "##"
         vn.fail = sroot;
         vn.pops_begin = static_cast<uint32_t>(w->pops_.size());
         vn.pops_count = 1;
@@ -202,7 +228,6 @@ Status WordPieceBuilder::Build(const std::vector<std::string>& vocab, std::uniqu
       }
     }
   }
-  *out = std::move(w);
   return Status::Ok();
 }
 

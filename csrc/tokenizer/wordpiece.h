@@ -88,6 +88,15 @@ class WordPieceBuilder {
   // vocab: token strings in id order. Entries containing no bytes, or exactly "##",
   // cannot match a word and are skipped by the trie (they keep their ids).
   static Status Build(const std::vector<std::string>& vocab, std::unique_ptr<const WordPiece>* out);
+
+ private:
+  struct ByteTrie;
+  // The steps of Build, in order: vocab -> pointer trie (and piece lengths); the trie flattened
+  // in BFS order into w's node and edge arrays; the edge hash table; failure links and pops.
+  static Status InsertVocab(const std::vector<std::string>& vocab, ByteTrie* trie, WordPiece* w);
+  static void Flatten(const ByteTrie& trie, WordPiece* w);
+  static Status HashEdges(WordPiece* w);
+  static Status LinkFailures(WordPiece* w);
 };
 
 }  // namespace mbexport

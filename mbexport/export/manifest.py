@@ -1,29 +1,21 @@
-"""The export manifest (``mbexport.json``): where an export came from and how it was verified."""
+"""Writing the export manifest (``mbexport.json``): where an export came from and how it was verified.
+
+Its file name, format version and reading it back live in ``mbexport.layout``."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
-import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import onnx
 import onnxruntime
 
-from mbexport.errors import ExportDirError
+from mbexport import __version__
 from mbexport.export.build import BuiltModel
 from mbexport.export.graph import MS_OPSET, ONNX_OPSET
-from mbexport.spec import Checkpoint, sha256_files
-
-FORMAT_VERSION = 1
-MANIFEST = "mbexport.json"
-MODEL = "model.onnx"
-EXTERNAL_DATA = "model.onnx.data"
-REQUIRED_FILES = (MODEL, "config.json", "vocab.txt", "tokenizer_config.json", MANIFEST)
-# Every file an export directory may hold: anything else there is the user's, never replaced.
-EXPORT_FILES = frozenset({*REQUIRED_FILES, EXTERNAL_DATA, "special_tokens_map.json"})
+from mbexport.layout import FORMAT_VERSION
+from mbexport.spec import Checkpoint
 
 
 def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, Any],
@@ -33,8 +25,6 @@ def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, 
     """The manifest; ``model_files`` maps each written model file to its sha256, ``op_counts``
     are of the graph as written (after quantization, for int8), ``identity`` says how the
     source was checked to be what it claims (``mbexport.provenance``)."""
-    from mbexport import __version__
-
     spec = checkpoint.spec
     return {
         "format_version": FORMAT_VERSION,
@@ -60,169 +50,3 @@ def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, 
         "files": {p.name: {"bytes": p.stat().st_size, "sha256": digest} for p, digest in model_files.items()},
         "parity": parity,
     }
-
-
-def mbexport_home() -> Path:
-    """mbexport's own directory: $MBEXPORT_HOME, default ~/.cache/mbexport (exports, the verified-model cache)."""
-    return Path(os.environ.get("MBEXPORT_HOME", Path.home() / ".cache" / "mbexport"))
-
-
-def backup_dirs(out: Path) -> list[Path]:
-    """``.NAME.old-PID-NS`` exports moved aside by a two-rename swap, oldest first."""
-    def stamp(path: Path) -> int:
-        tail = path.name.rsplit("-", 1)[-1]
-        return int(tail) if tail.isdigit() else 0
-
-    return sorted(out.parent.glob(f".{out.name}.old-*"), key=stamp)
-
-
-def resolve_export_dir(export_dir: Path) -> Path:
-    """``export_dir``, or while a swap without atomic exchange is between its two renames (or was killed
-    there), the previous export it moved aside: readers always find an intact export."""
-    if export_dir.exists() or export_dir.is_symlink():
-        return export_dir
-    backups = backup_dirs(export_dir)
-    if backups:
-        return backups[-1]
-    return export_dir  # the swap may have finished meanwhile; if not, the caller reports it missing
-
-
-def read_manifest(export_dir: Path) -> dict[str, Any]:
-    """Load and check an export directory's manifest; clear errors for anything missing, foreign or malformed."""
-    export_dir = resolve_export_dir(export_dir)
-    if not export_dir.is_dir():
-        raise ExportDirError(f"{export_dir} is not a directory; pass an export directory written by mbexport convert")
-    missing = [name for name in REQUIRED_FILES if not (export_dir / name).exists()]
-    if missing:
-        raise ExportDirError(f"{export_dir} is missing {', '.join(missing)}; re-run mbexport convert to rebuild it")
-    path = export_dir / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ExportDirError(f"{path} is not valid JSON ({e}); re-run mbexport convert") from None
-    except OSError as e:
-        raise ExportDirError(f"{path} cannot be read ({e.strerror}); check its permissions") from None
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if version != FORMAT_VERSION:
-        raise ExportDirError(f"{export_dir} was written with manifest format {version!r}, this mbexport reads "
-                             f"{FORMAT_VERSION}; re-run mbexport convert with this version")
-    problem = _manifest_problem(manifest)
-    if problem:
-        raise ExportDirError(f"{path} is malformed: {problem}; re-run mbexport convert to rebuild {export_dir}")
-    return manifest
-
-
-# What readers rely on, by type; build_manifest writes all of it.
-_FIELD_TYPES: dict[str, type] = {"head": str, "outputs": list, "flavor": str, "precision": str, "model": dict,
-                                 "files": dict, "source": dict}
-_MODEL_SIZES = ("layers", "hidden", "heads", "intermediate", "vocab", "max_position_embeddings")
-
-
-def _manifest_problem(manifest: dict[str, Any]) -> str | None:
-    """The first field a reader would trip on, or None for a well-formed manifest."""
-    for name, kind in _FIELD_TYPES.items():
-        if not isinstance(manifest.get(name), kind):
-            return f"{name!r} must be a {kind.__name__}, got {_kind(manifest.get(name))}"
-    if not all(isinstance(o, str) for o in manifest["outputs"]):
-        return "'outputs' must list output names (strings)"
-    for name in _MODEL_SIZES:
-        value = manifest["model"].get(name)
-        if not _is_int(value) or value < 1:
-            return f"model.{name} must be a positive integer, got {value!r}"
-    if not isinstance(manifest["source"].get("label"), str):
-        return "source.label must be a string"
-    if MODEL not in manifest["files"]:
-        return f"'files' does not list {MODEL}"
-    for name, entry in manifest["files"].items():
-        if name not in EXPORT_FILES:
-            return f"'files' lists {name!r}, which is not a file an export writes"
-        if not (isinstance(entry, dict) and _is_int(entry.get("bytes")) and entry["bytes"] >= 0
-                and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64):
-            return f"files[{name!r}] must be {{'bytes': int, 'sha256': 64 hex digits}}"
-    return None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
-
-
-def verify_model_files(export_dir: Path, manifest: dict[str, Any]) -> None:
-    """Check each file the manifest lists (model.onnx, its external data) against its size and sha256.
-
-    A tampered or swapped model raises :class:`ExportDirError`. Hashing a large model takes a
-    while, so a verified file is remembered in ``$MBEXPORT_HOME/verified.json`` keyed by its path,
-    device, inode, size, mtime_ns, ctime_ns and expected sha256: any write, replacement or even
-    ``touch -m`` back to the old mtime changes the ctime or inode, so the file is hashed again.
-    The cache lives in the user's own directory, not beside the export: an export may be
-    read-only, and a cache there would be writable by whoever can swap the model.
-    """
-    cache = _VerifiedCache.load()
-    for name, entry in manifest["files"].items():
-        path = export_dir / name
-        try:
-            st = path.stat()
-        except OSError as e:
-            raise ExportDirError(f"{path} cannot be read ({e.strerror}); re-run mbexport convert") from None
-        if st.st_size != entry["bytes"]:
-            raise ExportDirError(f"{path} is {st.st_size} bytes but the manifest says {entry['bytes']}: it was "
-                                 f"changed after export; re-run mbexport convert to rebuild {export_dir}")
-        key = "|".join(map(str, (path.resolve(), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                                 entry["sha256"])))
-        if cache.known(key):
-            continue
-        try:
-            got = sha256_files([path])
-        except OSError as e:
-            raise ExportDirError(f"{path} cannot be read ({e.strerror}); check its permissions") from None
-        if got != entry["sha256"]:
-            raise ExportDirError(f"{path} does not match its manifest (sha256 {got[:12]}..., expected "
-                                 f"{entry['sha256'][:12]}...): it was changed after export; "
-                                 f"re-run mbexport convert to rebuild {export_dir}")
-        cache.add(key)
-    cache.save()
-
-
-class _VerifiedCache:
-    """Keys of files already hashed and found intact; best effort (an unwritable home just means re-hashing)."""
-
-    LIMIT = 512  # entries kept, most recent last
-    _memory: ClassVar[set[str]] = set()  # this process's verifications, also when the file cannot be saved
-
-    def __init__(self, path: Path, keys: list[str]) -> None:
-        self.path = path
-        self.keys = dict.fromkeys(keys)
-        self.dirty = False
-
-    @classmethod
-    def load(cls) -> _VerifiedCache:
-        path = mbexport_home() / "verified.json"
-        try:
-            keys = json.loads(path.read_text(encoding="utf-8")).get("verified", [])
-        except (OSError, ValueError, AttributeError):
-            keys = []
-        return cls(path, [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else [])
-
-    def known(self, key: str) -> bool:
-        return key in self.keys or key in self._memory
-
-    def add(self, key: str) -> None:
-        self.keys[key] = None
-        self._memory.add(key)
-        self.dirty = True
-
-    def save(self) -> None:
-        if not self.dirty:
-            return
-        keys = list(self.keys)[-self.LIMIT:]
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"verified": keys}) + "\n", encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mbexport.errors import ExportError
-from mbexport.export.writer import EXTERNAL_DATA
+from mbexport.layout import EXTERNAL_DATA
 
 # Per-channel int8 MatMul weights only: on MiniLM (real text) this keeps min cosine vs fp32
 # ~0.99, where per-tensor weights or quantized Attention/embeddings drop it to 0.90-0.98.

@@ -32,7 +32,17 @@ from onnx import helper
 
 from mbexport.errors import CheckpointFormatError, ExportDirError, ExportError, ExportLockedError
 from mbexport.export.build import BuiltModel
-from mbexport.export.manifest import EXPORT_FILES, EXTERNAL_DATA, MANIFEST, MODEL, backup_dirs, read_manifest
+from mbexport.layout import (
+    CONFIG,
+    EXPORT_FILES,
+    EXTERNAL_DATA,
+    MODEL,
+    SPECIAL_TOKENS_MAP,
+    TOKENIZER_CONFIG,
+    VOCAB,
+    backup_dirs,
+    read_manifest,
+)
 from mbexport.sources.tokenizer_json import read_tokenizer_json
 from mbexport.spec import Checkpoint, sha256_files
 
@@ -209,7 +219,7 @@ def write_model(built: BuiltModel, directory: Path) -> dict[Path, str]:
             graph_len = 1 + len(_varint(tensor_len)) + tensor_len
             put(_MODEL_GRAPH + _varint(graph_len) + _GRAPH_INITIALIZER + _varint(tensor_len) + header
                 + _TENSOR_RAW_DATA + _varint(array.nbytes))
-            put(memoryview(np.ascontiguousarray(array)).cast("B"))  # little-endian, as ONNX raw_data is
+            put(memoryview(np.ascontiguousarray(array).data).cast("B"))  # little-endian, as ONNX raw_data is
     return {path: digest.hexdigest()}
 
 
@@ -232,25 +242,25 @@ def _varint(value: int) -> bytes:
 def write_tokenizer_files(checkpoint: Checkpoint, config: dict[str, Any], directory: Path) -> None:
     """config.json, vocab.txt, tokenizer_config.json and special_tokens_map.json, loadable by HF AutoTokenizer,
     and the source's sentence-transformers files in their own layout."""
-    write_json(directory / "config.json", config)
-    tokenizer_config = _read_optional_json(checkpoint.tokenizer_files.get("tokenizer_config.json"))
+    write_json(directory / CONFIG, config)
+    tokenizer_config = _read_optional_json(checkpoint.tokenizer_files.get(TOKENIZER_CONFIG))
     extracted = None
     if checkpoint.vocab_file.name == "tokenizer.json":  # a tokenizer.json-only source: its options are the truth
         extracted = read_tokenizer_json(checkpoint.vocab_file)
-        (directory / "vocab.txt").write_text(extracted.vocab_text(), encoding="utf-8")
+        (directory / VOCAB).write_text(extracted.vocab_text(), encoding="utf-8")
         for key, value in extracted.tokenizer_config().items():
             tokenizer_config[key] = value if key in _NORMALISER_OPTIONS else tokenizer_config.get(key, value)
     else:
-        shutil.copyfile(checkpoint.vocab_file, directory / "vocab.txt")
-    tokenizer_config.setdefault("do_lower_case", _vocab_is_uncased(directory / "vocab.txt"))
+        shutil.copyfile(checkpoint.vocab_file, directory / VOCAB)
+    tokenizer_config.setdefault("do_lower_case", _vocab_is_uncased(directory / VOCAB))
     tokenizer_config.setdefault("model_max_length", checkpoint.spec.max_position_embeddings)
     tokenizer_config.setdefault("tokenizer_class", "BertTokenizer")
-    write_json(directory / "tokenizer_config.json", tokenizer_config)
-    specials = _read_optional_json(checkpoint.tokenizer_files.get("special_tokens_map.json")) or (
+    write_json(directory / TOKENIZER_CONFIG, tokenizer_config)
+    specials = _read_optional_json(checkpoint.tokenizer_files.get(SPECIAL_TOKENS_MAP)) or (
         extracted.specials if extracted is not None else {"unk_token": "[UNK]", "sep_token": "[SEP]",
                                                           "pad_token": "[PAD]", "cls_token": "[CLS]",
                                                           "mask_token": "[MASK]"})
-    write_json(directory / "special_tokens_map.json", specials)
+    write_json(directory / SPECIAL_TOKENS_MAP, specials)
     for name, path in checkpoint.st_files.items():  # sentence-transformers' modules.json, 1_Pooling/ ...
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, directory / name)

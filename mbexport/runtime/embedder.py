@@ -29,7 +29,14 @@ import numpy as np
 
 from mbexport import _native
 from mbexport.errors import ArgumentError, ExportDirError, MbexportError, TokenizerInputError
-from mbexport.export.manifest import read_manifest, resolve_export_dir, verify_model_files
+from mbexport.layout import (
+    MODEL,
+    SPECIAL_TOKENS_MAP,
+    TOKENIZER_CONFIG,
+    read_manifest,
+    resolve_export_dir,
+    verify_model_files,
+)
 from mbexport.runtime.pooling import POOLINGS, l2_normalize, output_for, pool
 from mbexport.runtime.session import ORT_ERRORS, create_session, cuda_library_paths, ort_error, resolve_device
 from mbexport.semantics import export_semantics
@@ -110,12 +117,13 @@ class Embedder:
                                 f"be >= max_length ({self.max_length}); pass a larger batch_tokens")
         verify_model_files(self.export_dir, self.manifest)
         self.tokenizer = _load_tokenizer(self.export_dir, model["vocab"])
-        self.pad_id = _pad_id(self.export_dir / "vocab.txt")
+        pad_id = self.tokenizer.pad_token_id  # padding is masked out: any id inside the embedding table will do
+        self.pad_id = pad_id if pad_id < model["vocab"] else 0
         self._stager = None
         if self.device == "cuda":
             capacity = max(self.batch_tokens, -(-self.max_length // PAD_MULTIPLE) * PAD_MULTIPLE)
             self._stager = _native.CudaStager(capacity, 2, cuda_library_paths())
-        self.session = create_session(self.export_dir / "model.onnx", self.device, threads,
+        self.session = create_session(self.export_dir / MODEL, self.device, threads,
                                       cuda_stream=self._stager.stream_ptr if self._stager else None)
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._output = output_for(pooling)
@@ -217,7 +225,7 @@ class Embedder:
             yield indices, output, mask
 
     def _run_failed(self, error: BaseException) -> ExportDirError:
-        return ort_error(self.export_dir / "model.onnx", "run", error, "lower --batch-tokens or re-run mbexport convert")
+        return ort_error(self.export_dir / MODEL, "run", error, "lower --batch-tokens or re-run mbexport convert")
 
     def _cuda_batches(self, batcher: Any) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Double buffering: while batch b runs, batch b+1 is written into the other pinned slot and
@@ -278,7 +286,7 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None, why: st
 def _load_tokenizer(export_dir: Path, model_vocab: int) -> WordPieceTokenizer:
     """The export's tokenizer; refused when its files are malformed or its vocab outgrows the model's
     embedding table (ids past it would read garbage or fail inside onnxruntime)."""
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+    for name in (TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP):
         _json_object(export_dir / name)
     try:
         tokenizer = WordPieceTokenizer.from_pretrained(export_dir)
@@ -307,13 +315,5 @@ def _json_object(path: Path) -> dict[str, Any]:
 
 
 def _model_max_length(export_dir: Path) -> int | None:
-    value = _json_object(export_dir / "tokenizer_config.json").get("model_max_length")
+    value = _json_object(export_dir / TOKENIZER_CONFIG).get("model_max_length")
     return int(value) if isinstance(value, (int, float)) and 2 <= value < 1e9 else None
-
-
-def _pad_id(vocab_file: Path) -> int:
-    with open(vocab_file, encoding="utf-8", errors="replace") as f:
-        for i, line in enumerate(f):
-            if line.rstrip("\r\n") == "[PAD]":
-                return i
-    return 0

@@ -21,6 +21,7 @@ any tensor is read and reported with the file's name, and bfloat16 needs no torc
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -33,19 +34,22 @@ import numpy as np
 from mbexport.errors import CheckpointFormatError
 from mbexport.families import ModelFamily, detect_family
 from mbexport.semantics import read_semantics, sentence_transformers_files
+from mbexport.sources.registry import SourceFormat, register
 from mbexport.sources.tokenizer_json import read_tokenizer_json
 from mbexport.sources.torch_pickle import load_torch_bin
 from mbexport.spec import Checkpoint, read_json, sha256_files
 
 __all__ = ["find_weight_files", "load_hf_dir", "load_safetensors"]
 
-# In order of preference; the first one present is the one read.
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
+# Weight layouts in order of preference (the first one present is the one read and downloaded):
+# (file that marks it, patterns a download of it takes).
+WEIGHT_LAYOUTS = (
+    ("model.safetensors", ("model.safetensors",)),
+    ("model.safetensors.index.json", ("model.safetensors.index.json", "model-*-of-*.safetensors")),
+    ("pytorch_model.bin", ("pytorch_model.bin",)),
+    ("pytorch_model.bin.index.json", ("pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin")),
 )
+WEIGHT_FILES = tuple(marker for marker, _ in WEIGHT_LAYOUTS)
 TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 
 # Buffers and bookkeeping that live in state dicts but are not weights.
@@ -149,7 +153,7 @@ def load_safetensors(path: Path) -> dict[str, np.ndarray]:
         layout.append((name, dtype, shape, begin, end))
     # Tensors may not overlap (as the format requires), so together they hold at most the file.
     spans = sorted((begin, end, name) for name, _, _, begin, end in layout)
-    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+    for (_, end, first), (begin, _, second) in itertools.pairwise(spans):
         if begin < end:
             raise corrupt(f"tensors {first!r} and {second!r} overlap")
 
@@ -242,3 +246,18 @@ def load_hf_dir(path: Path, label: str | None = None, revision: str | None = Non
     )
     checkpoint.validate()
     return checkpoint
+
+
+def has_weight_files(path: Path) -> bool:
+    """An HF directory with one of the weight files this module reads."""
+    return path.is_dir() and any((path / name).is_file() for name in WEIGHT_FILES)
+
+
+def download_patterns(repo_files: list[str]) -> list[str]:
+    """The preferred weight layout of a repo with these files, as allow_patterns ([] when it has none)."""
+    present = set(repo_files)
+    return next((list(patterns) for marker, patterns in WEIGHT_LAYOUTS if marker in present), [])
+
+
+FORMAT = register(SourceFormat("hf_dir", has_weight_files, load_hf_dir, download_patterns,
+                               weight_files=WEIGHT_FILES, explains_directories=True))

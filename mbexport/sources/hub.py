@@ -19,22 +19,16 @@ import os
 from pathlib import Path
 
 from mbexport.errors import SourceNotFoundError
+from mbexport.layout import CONFIG, SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, VOCAB
+from mbexport.sources.registry import download_patterns as weight_patterns
 
 __all__ = ["fetch", "hub_cache_dir", "is_offline", "weight_patterns"]
 
 # Small files every conversion takes along when the repo has them.
-METADATA_FILES = ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+METADATA_FILES = (CONFIG, VOCAB, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP)
 # A sentence-transformers model's meaning (mbexport.semantics): its module chain and their configs.
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
                                "*_Pooling/*", "*_Normalize/*")
-
-# Weight layouts in order of preference: (file that marks it, patterns to download).
-_LAYOUTS = (
-    ("model.safetensors", ("model.safetensors",)),
-    ("model.safetensors.index.json", ("model.safetensors.index.json", "model-*-of-*.safetensors")),
-    ("pytorch_model.bin", ("pytorch_model.bin",)),
-    ("pytorch_model.bin.index.json", ("pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin")),
-)
 
 _TRUE = ("1", "on", "yes", "true")
 _TIMEOUT_S = 20.0
@@ -72,19 +66,6 @@ def _endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
-def weight_patterns(repo_files: list[str]) -> list[str]:
-    """allow_patterns for the one weight format to download from a repo with these files."""
-    present = set(repo_files)
-    for marker, patterns in _LAYOUTS:
-        if marker in present:
-            return list(patterns)
-    tf_indexes = [f for f in repo_files if f.endswith(".ckpt.index") and "/" not in f]
-    if tf_indexes:
-        prefix = tf_indexes[0].removesuffix(".index")
-        return [f"{prefix}.*", "bert_config.json"]
-    return []
-
-
 def _brief(error: BaseException) -> str:
     first = (str(error).strip().splitlines() or [""])[0]
     return f"{type(error).__name__}: {first[:120]}" if first else type(error).__name__
@@ -107,46 +88,45 @@ def fetch(repo_id: str, revision: str | None = None) -> Path:
     Returns the snapshot directory. Raises ``SourceNotFoundError`` when the repo, the
     revision or usable weights do not exist, or when it is neither reachable nor cached.
     """
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
     cache_dir = hub_cache_dir()
-    where = _where(repo_id, revision)
-
-    def from_cache(why: str) -> Path:
-        try:
-            folder = Path(
-                snapshot_download(
-                    repo_id,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    local_files_only=True,
-                    allow_patterns=["config.json"],
-                )
-            )
-        except HFValidationError as e:
-            raise SourceNotFoundError(f"{repo_id!r} is not a valid HF repo id ({_brief(e)})") from None
-        except (LocalEntryNotFoundError, FileNotFoundError):
-            raise _not_cached(repo_id, revision, cache_dir, why) from None
-        names = {p.name for p in folder.iterdir()}
-        if not weight_patterns(sorted(names)):
-            raise _not_cached(repo_id, revision, cache_dir, f"{why} (the cached snapshot has no weights)")
-        return folder
-
     if is_offline():
-        return from_cache("the hub is offline (HF_HUB_OFFLINE=1)")
-
-    api = HfApi(endpoint=_endpoint())
+        return _from_cache(repo_id, revision, cache_dir, "the hub is offline (HF_HUB_OFFLINE=1)")
     try:
-        # model_info is one request without retries: an unreachable hub fails fast to the cache.
-        info = api.model_info(repo_id, revision=revision, timeout=_TIMEOUT_S)
-        files = [sibling.rfilename for sibling in (info.siblings or [])]
+        files = _repo_files(repo_id, revision)
+    except _Unreachable as e:
+        return _from_cache(repo_id, revision, cache_dir, str(e))
+    return _download(repo_id, revision, cache_dir, _allow_patterns(repo_id, revision, files))
+
+
+class _Unreachable(Exception):
+    """The hub could not be asked (a transport failure): the cache is the fallback."""
+
+
+def _from_cache(repo_id: str, revision: str | None, cache_dir: Path, why: str) -> Path:
+    """The cached snapshot, when it holds weights; else a one-line error saying ``why`` the hub was not used."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True,
+                                        allow_patterns=[CONFIG]))
+    except HFValidationError as e:
+        raise SourceNotFoundError(f"{repo_id!r} is not a valid HF repo id ({_brief(e)})") from None
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        raise _not_cached(repo_id, revision, cache_dir, why) from None
+    if not weight_patterns(sorted(p.name for p in folder.iterdir())):
+        raise _not_cached(repo_id, revision, cache_dir, f"{why} (the cached snapshot has no weights)")
+    return folder
+
+
+def _repo_files(repo_id: str, revision: str | None) -> list[str]:
+    """The repo's file names at ``revision``; one request without retries, so an unreachable hub fails fast."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+
+    where = _where(repo_id, revision)
+    try:
+        info = HfApi(endpoint=_endpoint()).model_info(repo_id, revision=revision, timeout=_TIMEOUT_S)
     except GatedRepoError:
         raise SourceNotFoundError(
             f"{where} is gated: accept its terms on the hub and log in (`hf auth login`), or pass --from PATH"
@@ -163,30 +143,34 @@ def fetch(repo_id: str, revision: str | None = None) -> Path:
     except Exception as e:
         if not _is_transport_error(e):
             raise
-        return from_cache(f"the hub could not be reached ({_brief(e)})")
+        raise _Unreachable(f"the hub could not be reached ({_brief(e)})") from None
+    return [sibling.rfilename for sibling in (info.siblings or [])]
 
+
+def _allow_patterns(repo_id: str, revision: str | None, files: list[str]) -> list[str]:
+    """Metadata, sentence-transformers files and ONE weight format; an error when the repo has no weights we read."""
     patterns = weight_patterns(files)
     if not patterns:
         raise SourceNotFoundError(
-            f"{where} has no weights mbexport reads (model.safetensors, pytorch_model.bin, sharded variants or a "
-            f"TF checkpoint); it holds: {', '.join(sorted(files)[:12])}"
+            f"{_where(repo_id, revision)} has no weights mbexport reads (model.safetensors, pytorch_model.bin, "
+            f"sharded variants or a TF checkpoint); it holds: {', '.join(sorted(files)[:12])}"
         )
-    if "vocab.txt" not in files and "tokenizer.json" in files:
+    if VOCAB not in files and "tokenizer.json" in files:
         patterns = [*patterns, "tokenizer.json"]  # transformers 5 saves BERT tokenizers without vocab.txt
+    return [*METADATA_FILES, *SENTENCE_TRANSFORMERS_FILES, *patterns]
+
+
+def _download(repo_id: str, revision: str | None, cache_dir: Path, patterns: list[str]) -> Path:
+    from huggingface_hub import snapshot_download
+
     try:
-        folder = snapshot_download(
-            repo_id,
-            revision=revision,
-            cache_dir=cache_dir,
-            allow_patterns=[*METADATA_FILES, *SENTENCE_TRANSFORMERS_FILES, *patterns],
-            endpoint=_endpoint(),
-        )
+        folder = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns,
+                                   endpoint=_endpoint())
     except Exception as e:
         if not _is_transport_error(e):
             raise
-        raise SourceNotFoundError(
-            f"downloading {where} failed ({_brief(e)}): run again to resume, or pass --from PATH with a local copy"
-        ) from None
+        raise SourceNotFoundError(f"downloading {_where(repo_id, revision)} failed ({_brief(e)}): run again to "
+                                  "resume, or pass --from PATH with a local copy") from None
     return Path(folder)
 
 

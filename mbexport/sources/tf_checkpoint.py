@@ -45,6 +45,7 @@ import numpy as np
 from mbexport.errors import CheckpointFormatError, ShapeError, SourceNotFoundError
 from mbexport.families import OTHER_NETWORK, detect_family
 from mbexport.heads import tf_rules
+from mbexport.sources.registry import SourceFormat, register
 from mbexport.sources.tf_bundle import BundleReader, widen_bfloat16
 from mbexport.spec import Checkpoint, read_json, sha256_files
 
@@ -336,3 +337,17 @@ def load_tf_checkpoint(path: Path, label: str | None = None) -> Checkpoint:
     checkpoint.validate()
     return checkpoint
 
+
+def download_patterns(repo_files: list[str]) -> list[str]:
+    """The first top-level TF checkpoint of a repo with these files and its config ([] when it has none)."""
+    indexes = [f for f in repo_files if f.endswith(".ckpt.index") and "/" not in f]
+    return [f"{indexes[0].removesuffix('.index')}.*", CONFIG_FILES[0]] if indexes else []
+
+
+def _load(path: Path, label: str, revision: str | None) -> Checkpoint:
+    checkpoint = load_tf_checkpoint(path, label)
+    checkpoint.revision = checkpoint.revision or revision
+    return checkpoint
+
+
+FORMAT = register(SourceFormat("tf_checkpoint", is_tf_checkpoint, _load, download_patterns))

@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "tokenizer/batch.h"
+#include "tokenizer/encode_batch.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace mbexport;

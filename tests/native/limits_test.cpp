@@ -19,7 +19,7 @@
 #include "batching/buffers.h"
 #include "common/limits.h"
 #include "common/parallel.h"
-#include "tokenizer/batch.h"
+#include "tokenizer/encode_batch.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace mbexport;

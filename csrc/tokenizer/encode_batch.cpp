@@ -1,4 +1,4 @@
-#include "tokenizer/batch.h"
+#include "tokenizer/encode_batch.h"
 
 #include <algorithm>
 #include <atomic>
