@@ -4,6 +4,7 @@
       -> encoder (fused contrib ops or portable standard ops)
       -> head outputs (float32 always: fp16 graphs cast at the end, so callers
          never see a dtype that depends on the export)
+      -> sentence_embedding [batch, hidden] (export/pooling.py) when the head yields last_hidden_state
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from mbexport.errors import ExportError
 from mbexport.export.encoder import encoder
 from mbexport.export.graph import Graph, with_weights
 from mbexport.export.heads import HeadConfig, choose_head, output_names
+from mbexport.export.pooling import OUTPUT as POOLED_OUTPUT
+from mbexport.export.pooling import PooledOutput, sentence_embedding
 from mbexport.spec import Checkpoint
 
 FLAVORS = ("fused", "portable")
@@ -38,6 +41,7 @@ class BuiltModel:
     outputs: list[str]
     flavor: str
     precision: str
+    pooled: PooledOutput | None = None  # what ``sentence_embedding`` holds, when the graph has it
 
     @property
     def model(self) -> onnx.ModelProto:
@@ -70,8 +74,16 @@ def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused
         else:
             g.op("Identity", [tensor], name)
 
+    pooled = PooledOutput(checkpoint.embedding.pooling, checkpoint.embedding.normalize)
+    dims = dict(config.outputs)
+    if sentence_embedding(g, names, INPUT_NAMES[1], pooled) is None:
+        pooled = None
+    else:
+        names.append(POOLED_OUTPUT)
+        dims[POOLED_OUTPUT] = ("batch", "hidden")
+
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in INPUT_NAMES]
-    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(config.outputs[n])) for n in names]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(dims[n])) for n in names]
     for output in outputs:  # fixed-size dims ("2") are numbers, not symbols
         for dim in output.type.tensor_type.shape.dim:
             if dim.dim_param.isdigit():
@@ -79,4 +91,4 @@ def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused
     doc = (f"{checkpoint.source} ({checkpoint.revision or 'no revision'}): BERT {spec.num_layers}L/{spec.hidden_size}H, "
            f"head {config.name}, {flavor}, {precision}")
     skeleton = g.model(inputs, outputs, name=f"bert_{config.name}", doc=doc)
-    return BuiltModel(skeleton, g.initializers, config, names, flavor, precision)
+    return BuiltModel(skeleton, g.initializers, config, names, flavor, precision, pooled)
