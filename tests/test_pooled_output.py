@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import run_mbexport, write_tiny_checkpoint
 
+from conftest import run_mbexport, write_tiny_checkpoint
 from mbexport.catalog import Source
 from mbexport.export.build import build_model
 from mbexport.export.pooling import OUTPUT, PooledOutput
