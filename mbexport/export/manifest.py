@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import onnx
-import onnxruntime
 
+from mbexport._ort import onnxruntime
 from mbexport.errors import ExportDirError
 from mbexport.export.build import BuiltModel
 from mbexport.export.graph import MS_OPSET, ONNX_OPSET

@@ -13,9 +13,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
-
+from mbexport._ort import onnxruntime as ort
+from mbexport._ort import onnxruntime_pybind11_state as _ort_state
 from mbexport.errors import ArgumentError, CudaUnavailableError, ExportDirError
 
 # What onnxruntime raises: its pybind exception classes (plain Exceptions) and RuntimeError.
@@ -46,7 +45,7 @@ def cuda_problems() -> tuple[str, ...]:
     problems = []
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         problems.append(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "
-                        "(pip uninstall onnxruntime && pip install onnxruntime-gpu)")
+                        "(pip uninstall -y onnxruntime && pip install 'mbexport[gpu]')")
     try:
         _native.cuda_runtime_info(cuda_library_paths())
     except CudaUnavailableError as error:

@@ -5,8 +5,7 @@ libraries load: the CUDA backend's staging and IO binding, with TensorRT first i
 
 from __future__ import annotations
 
-import onnxruntime as ort
-
+from mbexport._ort import onnxruntime as ort
 from mbexport.runtime.backends import register
 from mbexport.runtime.backends.cuda import OrtCuda
 from mbexport.runtime.session import cuda_problems
@@ -19,7 +18,7 @@ class OrtTensorRT(OrtCuda):
 
     @classmethod
     def problems(cls) -> tuple[str, ...]:
-        missing = () if "TensorrtExecutionProvider" in ort.get_available_providers() else (
-            f"onnxruntime {ort.__version__} has no TensorrtExecutionProvider (install onnxruntime-gpu "
-            "and TensorRT: pip install 'mbexport[gpu]' tensorrt)",)
-        return (*cuda_problems(), *missing)
+        if "TensorrtExecutionProvider" in ort.get_available_providers():
+            return cuda_problems()
+        missing = f"onnxruntime {ort.__version__} has no TensorrtExecutionProvider (pip install 'mbexport[gpu]' tensorrt)"
+        return (*cuda_problems(), missing)
