@@ -338,7 +338,7 @@ def check_parity(model_path: Path, checkpoint: Checkpoint, head: HeadConfig, pre
     ours = [dict(zip(output_names, session.run(None, feeds))) for feeds in batches]
     refs = (torch_reference if use_torch else numpy_reference)(checkpoint, head, batches)
     if POOLED_OUTPUT in output_names:  # the in-graph pooling against host pooling of the reference's states
-        pooled = PooledOutput(checkpoint.embedding.pooling, checkpoint.embedding.normalize)
+        pooled = PooledOutput.of(checkpoint.embedding)
         for ref, feeds in zip(refs, batches):
             ref[POOLED_OUTPUT] = host_pooled(ref, feeds["attention_mask"], pooled)
 

@@ -74,11 +74,10 @@ def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused
         else:
             g.op("Identity", [tensor], name)
 
-    pooled = PooledOutput(checkpoint.embedding.pooling, checkpoint.embedding.normalize)
+    wanted = PooledOutput.of(checkpoint.embedding)
+    pooled = wanted if sentence_embedding(g, names, INPUT_NAMES[1], wanted) else None
     dims = dict(config.outputs)
-    if sentence_embedding(g, names, INPUT_NAMES[1], pooled) is None:
-        pooled = None
-    else:
+    if pooled:
         names.append(POOLED_OUTPUT)
         dims[POOLED_OUTPUT] = ("batch", "hidden")
 

@@ -24,6 +24,7 @@ import numpy as np
 from onnx import TensorProto
 
 from mbexport.export.graph import Graph
+from mbexport.semantics import EmbeddingSemantics
 
 OUTPUT = "sentence_embedding"
 # sentence-transformers' Normalize (torch.nn.functional.normalize) and the host l2_normalize divide by max(norm, eps).
@@ -36,6 +37,11 @@ class PooledOutput:
 
     pooling: str
     normalize: bool
+
+    @classmethod
+    def of(cls, semantics: EmbeddingSemantics) -> PooledOutput:
+        """What an export of a source with these semantics pools to (build and parity agree through this)."""
+        return cls(semantics.pooling, semantics.normalize)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
