@@ -62,7 +62,7 @@ def sentence_embedding(g: Graph, outputs: list[str], attention_mask: str, pooled
     if source not in outputs:
         return None
     if pooled.pooling == "cls":
-        vectors = g.op("Gather", [source, g.const("pool_index0", 0, np.int64)], "pooling/Gather", axis=1)
+        vectors = g.op("Gather", [source, g.const("index0", 0, np.int64)], "pooling/Gather", axis=1)
     elif pooled.pooling == "mean":
         vectors = _masked_mean(g, source, attention_mask)
     else:
