@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from mbexport.errors import ParityError
+from mbexport.export.pooling import OUTPUT as POOLED_OUTPUT
+from mbexport.export.pooling import PooledOutput, host_pooled
 from mbexport.families import family_of
 from mbexport.heads import Head
 from mbexport.heads.core import np_activation, np_dense, np_layer_norm
@@ -33,8 +35,8 @@ TOLERANCES = {
     # int8 weights move values by far more than a fixed bound: held to direction and ranking only.
     "int8": {"max_abs": None, "min_cosine": 0.98, "min_argmax_agreement": 0.9},
 }
-# Hidden states are held to the absolute bound; logits to a bound scaled by their size.
-ABSOLUTE_OUTPUTS = ("last_hidden_state", "pooler_output")
+# Hidden states (and vectors pooled from them) are held to the absolute bound; logits to a bound scaled by their size.
+ABSOLUTE_OUTPUTS = ("last_hidden_state", "pooler_output", "sentence_embedding")
 # |diff| histogram bins, by decade: below 1e-10, [1e-10, 1e-9), ..., [1e-1, 1), 1 and above.
 HISTOGRAM_DECADES = tuple(range(-10, 1))
 
@@ -306,6 +308,10 @@ def check_parity(model_path: Path, checkpoint: Checkpoint, head: Head, precision
     output_names = [o.name for o in session.get_outputs()]
     ours = [dict(zip(output_names, session.run(None, feeds))) for feeds in batches]
     refs = (torch_reference if use_torch else numpy_reference)(checkpoint, head, batches)
+    if POOLED_OUTPUT in output_names:  # the in-graph pooling against host pooling of the reference's states
+        pooled = PooledOutput.of(checkpoint.embedding)
+        for ref, feeds in zip(refs, batches):
+            ref[POOLED_OUTPUT] = host_pooled(ref, feeds["attention_mask"], pooled)
 
     report = ParityReport(reference_name(use_torch), precision, descriptions)
     masks = [feeds["attention_mask"] for feeds in batches]

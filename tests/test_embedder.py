@@ -21,13 +21,10 @@ import pytest
 from conftest import run_mbexport
 from mbexport import Embedder
 from mbexport.errors import (
-    CudaUnavailableError,
     ExportDirError,
     InputFileError,
     TokenizerInputError,
 )
-from mbexport.runtime import session as session_module
-from mbexport.runtime.session import CpuFallbackWarning
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -174,23 +171,6 @@ def test_bad_arguments(minilm_export: Path, tmp_path: Path) -> None:
     (broken / "mbexport.json").write_text(json.dumps({**manifest, "head": "qa", "outputs": ["start_logits"]}))
     with pytest.raises(ExportDirError, match="--head base"):
         Embedder(broken)
-
-
-@pytest.mark.skipif(not session_module.cuda_problems(), reason="CUDA is usable here")
-def test_cuda_unavailable_is_clear_and_auto_falls_back_once(minilm_export: Path, monkeypatch) -> None:
-    with pytest.raises(CudaUnavailableError, match="device='cuda' is not usable") as info:
-        Embedder(minilm_export, device="cuda")
-    assert "CUDAExecutionProvider" in str(info.value)  # lists what is missing
-    monkeypatch.setattr(session_module, "_auto_fallback_warned", False)
-    with pytest.warns(CpuFallbackWarning, match="running on CPU"):
-        emb = Embedder(minilm_export, device="auto")
-    assert emb.device == "cpu"
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert Embedder(minilm_export, device="auto").device == "cpu"  # said once only
-    assert emb.embed(["fallback works"]).shape == (1, 384)
 
 
 def test_int8_export(minilm_dir: Path, minilm_export: Path, tmp_path: Path) -> None:

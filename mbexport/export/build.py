@@ -4,6 +4,7 @@
       -> encoder (fused contrib ops or portable standard ops)
       -> head outputs (float32 always: fp16 graphs cast at the end, so callers
          never see a dtype that depends on the export)
+      -> sentence_embedding [batch, hidden] (export/pooling.py) when the head yields last_hidden_state
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from onnx import TensorProto, helper
 from mbexport.errors import ExportError
 from mbexport.export.encoder import encoder
 from mbexport.export.graph import Graph, with_weights
+from mbexport.export.pooling import OUTPUT as POOLED_OUTPUT
+from mbexport.export.pooling import PooledOutput, sentence_embedding
 from mbexport.families import family_of
 from mbexport.heads import Head, choose_head
 from mbexport.spec import Checkpoint
@@ -39,6 +42,7 @@ class BuiltModel:
     outputs: list[str]
     flavor: str
     precision: str
+    pooled: PooledOutput | None = None  # what ``sentence_embedding`` holds, when the graph has it
 
     @property
     def model(self) -> onnx.ModelProto:
@@ -74,8 +78,15 @@ def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused
         else:
             g.op("Identity", [tensor], name)
 
+    wanted = PooledOutput.of(checkpoint.embedding)
+    pooled = wanted if sentence_embedding(g, names, graph_inputs[1], wanted) else None
+    dims = dict(config.outputs)
+    if pooled:
+        names.append(POOLED_OUTPUT)
+        dims[POOLED_OUTPUT] = ("batch", "hidden")
+
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, list(config.input_dims)) for n in INPUT_NAMES]
-    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(config.outputs[n])) for n in names]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(dims[n])) for n in names]
     for output in outputs:  # fixed-size dims ("2") are numbers, not symbols
         for dim in output.type.tensor_type.shape.dim:
             if dim.dim_param.isdigit():
@@ -83,4 +94,4 @@ def build_model(checkpoint: Checkpoint, head: str = "auto", flavor: str = "fused
     doc = (f"{checkpoint.source} ({checkpoint.revision or 'no revision'}): {family.display} "
            f"{spec.num_layers}L/{spec.hidden_size}H, head {config.name}, {flavor}, {precision}")
     skeleton = g.model(inputs, outputs, name=f"{family.name}_{config.name}", doc=doc)
-    return BuiltModel(skeleton, g.initializers, config, names, flavor, precision)
+    return BuiltModel(skeleton, g.initializers, config, names, flavor, precision, pooled)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-import onnxruntime
 
 from mbexport import __version__
+from mbexport._ort import onnxruntime
 from mbexport.export.build import BuiltModel
 from mbexport.export.graph import MS_OPSET, ONNX_OPSET
 from mbexport.layout import FORMAT_VERSION
@@ -45,6 +45,7 @@ def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, 
                   "intermediate": spec.intermediate_size, "vocab": spec.vocab_size,
                   "max_position_embeddings": spec.max_position_embeddings, "activation": spec.hidden_act},
         "embedding": checkpoint.embedding.to_dict(),
+        **({"sentence_embedding": built.pooled.to_dict()} if built.pooled else {}),
         "op_counts": op_counts,
         **({"quantization": quantization} if quantization else {}),
         "files": {p.name: {"bytes": p.stat().st_size, "sha256": digest} for p, digest in model_files.items()},

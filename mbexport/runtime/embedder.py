@@ -4,7 +4,8 @@ Pipeline per window of texts (``window`` texts, default 2048)::
 
     texts --native tokenizer (threads, GIL released)--> packed ids + cumulative lengths
           --native Batcher--> longest-first batches by token budget, padded to a multiple of 8
-          --onnxruntime--> last_hidden_state / pooler_output --pool--> rows scattered back in order
+          --a backend (runtime/backends: onnxruntime CPU, CUDA, TensorRT)--> the graph's pooled
+            ``sentence_embedding`` rows --> scattered back in input order
 
 While window k runs on onnxruntime, window k+1 is tokenized and planned on a worker
 thread (both release the GIL), so tokenizing overlaps inference. ``embed_iter``
@@ -12,6 +13,11 @@ holds at most two windows at a time, whatever the length of the input: memory st
 flat for corpora larger than RAM. On CUDA, batches go through the native
 ``CudaStager`` (pinned host buffers, async copies on the session's stream, two slots)
 and IO binding.
+
+The graph's ``sentence_embedding`` is read when it holds the pooling asked for (its manifest record
+says which; a normalised output serves only normalised requests). Otherwise -- another pooling, a
+per-call ``normalize=False`` on a normalised export, an export made before the output existed -- the
+Embedder reads ``last_hidden_state`` / ``pooler_output`` and pools on the host, with the same result.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import numpy as np
 
 from mbexport import _native
 from mbexport.errors import ArgumentError, ExportDirError, MbexportError, TokenizerInputError
+from mbexport.export.pooling import OUTPUT as POOLED_OUTPUT
+from mbexport.export.pooling import PooledOutput
 from mbexport.layout import (
     MODEL,
     SPECIAL_TOKENS_MAP,
@@ -37,8 +45,8 @@ from mbexport.layout import (
     resolve_export_dir,
     verify_model_files,
 )
+from mbexport.runtime.backends import BACKENDS, resolve_device
 from mbexport.runtime.pooling import POOLINGS, l2_normalize, output_for, pool
-from mbexport.runtime.session import ORT_ERRORS, create_session, cuda_library_paths, ort_error, resolve_device
 from mbexport.semantics import export_semantics
 from mbexport.semantics import resolve as resolve_semantics
 from mbexport.tokenizer import WordPieceTokenizer
@@ -111,7 +119,8 @@ class Embedder:
         self.normalize = normalize
         self.window = window
         self.device = resolve_device(device)
-        self.batch_tokens = batch_tokens or DEFAULT_BATCH_TOKENS[self.device]
+        backend = BACKENDS[self.device]
+        self.batch_tokens = batch_tokens or DEFAULT_BATCH_TOKENS[backend.device]
         if self.batch_tokens < self.max_length:
             raise ArgumentError(f"batch_tokens (--batch-tokens, default {self.batch_tokens} on {self.device}) must "
                                 f"be >= max_length ({self.max_length}); pass a larger batch_tokens")
@@ -119,14 +128,9 @@ class Embedder:
         self.tokenizer = _load_tokenizer(self.export_dir, model["vocab"])
         pad_id = self.tokenizer.pad_token_id  # padding is masked out: any id inside the embedding table will do
         self.pad_id = pad_id if pad_id < model["vocab"] else 0
-        self._stager = None
-        if self.device == "cuda":
-            capacity = max(self.batch_tokens, -(-self.max_length // PAD_MULTIPLE) * PAD_MULTIPLE)
-            self._stager = _native.CudaStager(capacity, 2, cuda_library_paths())
-        self.session = create_session(self.export_dir / MODEL, self.device, threads,
-                                      cuda_stream=self._stager.stream_ptr if self._stager else None)
-        self._inputs = [i.name for i in self.session.get_inputs()]
-        self._output = output_for(pooling)
+        capacity = max(self.batch_tokens, -(-self.max_length // PAD_MULTIPLE) * PAD_MULTIPLE)
+        self.backend = backend(self.export_dir / MODEL, threads, capacity)
+        self.pooled = PooledOutput.from_manifest(self.manifest)  # what the graph's sentence_embedding holds
         self.stats = EmbedStats()
 
     # -- public API ---------------------------------------------------------------------------
@@ -200,12 +204,14 @@ class Embedder:
     def _run(self, window: _Window, normalize: bool | None = None) -> np.ndarray:
         batcher = window.batcher
         out = np.empty((window.size, self.hidden_size), dtype=np.float32)
-        batches = self._cuda_batches(batcher) if self._stager is not None else self._cpu_batches(batcher)
-        for indices, output, mask in batches:
-            if output.dtype != np.float32:
-                output = output.astype(np.float32)
-            _native.scatter_rows(pool(output, mask, self.pooling), indices, out)
-        if self.normalize if normalize is None else normalize:
+        output, host_pooling, host_normalize = self._reading(self.normalize if normalize is None else normalize)
+        for indices, rows, mask in self.backend.batches(batcher, output):
+            if rows.dtype != np.float32:
+                rows = rows.astype(np.float32)
+            if host_pooling is not None:
+                rows = pool(rows, mask, host_pooling)
+            _native.scatter_rows(rows, indices, out)
+        if host_normalize:
             l2_normalize(out)
         self.stats.texts += window.size
         self.stats.tokens += batcher.real_tokens
@@ -214,46 +220,12 @@ class Embedder:
         self.stats.batches += len(batcher)
         return out
 
-    def _cpu_batches(self, batcher: Any) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        for b in range(len(batcher)):
-            indices, input_ids, mask, types = batcher.padded(b)
-            feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
-            try:
-                output = self.session.run([self._output], {k: feeds[k] for k in self._inputs})[0]
-            except ORT_ERRORS as e:
-                raise self._run_failed(e) from None
-            yield indices, output, mask
-
-    def _run_failed(self, error: BaseException) -> ExportDirError:
-        return ort_error(self.export_dir / MODEL, "run", error, "lower --batch-tokens or re-run mbexport convert")
-
-    def _cuda_batches(self, batcher: Any) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Double buffering: while batch b runs, batch b+1 is written into the other pinned slot and
-        copied on the stream by a staging thread (both calls release the GIL). Slot b+1 last held
-        batch b-1, whose run has returned, so its device memory is free."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mbexport-stage") as stager:
-            staged = stager.submit(batcher.stage, 0, self._stager) if len(batcher) else None
-            for b in range(len(batcher)):
-                indices, slot, lengths = staged.result()
-                if b + 1 < len(batcher):
-                    staged = stager.submit(batcher.stage, b + 1, self._stager)
-                yield (indices, *self._run_staged(slot, lengths))
-
-    def _run_staged(self, slot: int, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run a staged slot with IO binding (inputs on the GPU, the pooled output read back)."""
-        rows, width = self._stager.shape(slot)
-        binding = self.session.io_binding()
-        for name, ptr in zip(("input_ids", "attention_mask", "token_type_ids"), self._stager.device_ptrs(slot)):
-            if name in self._inputs:
-                binding.bind_input(name, "cuda", 0, np.int64, [rows, width], ptr)
-        binding.bind_output(self._output, "cpu")
-        try:
-            self.session.run_with_iobinding(binding)
-        except ORT_ERRORS as e:
-            raise self._run_failed(e) from None
-        output = binding.copy_outputs_to_cpu()[0]
-        mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
-        return output, mask
+    def _reading(self, normalize: bool) -> tuple[str, str | None, bool]:
+        """(graph output to read, pooling left to the host or None, whether the host normalises)."""
+        pooled = self.pooled
+        if pooled is not None and pooled.pooling == self.pooling and (normalize or not pooled.normalize):
+            return POOLED_OUTPUT, None, normalize and not pooled.normalize
+        return output_for(self.pooling), self.pooling, normalize
 
 
 def _check_texts(texts: Any, allow_iterator: bool = False) -> Any:

@@ -1,9 +1,8 @@
-"""onnxruntime sessions for exports: device resolution, providers, threads, graph optimizations.
+"""onnxruntime sessions for exports: providers, threads, graph optimizations, and what CUDA lacks here.
 
-``resolve_device`` turns ``"cpu" | "cuda" | "auto"`` into a device that works here:
-``"cuda"`` without a usable GPU raises :class:`CudaUnavailableError` listing every
-missing piece (onnxruntime-gpu's CUDA provider, the CUDA runtime library, a GPU);
-``"auto"`` falls back to CPU and says so once per process.
+``cuda_problems`` lists every missing piece for CUDA (onnxruntime-gpu's CUDA provider, the CUDA
+runtime library, a GPU); the backends (``runtime/backends``) turn a device string into one that
+works here with it.
 """
 
 from __future__ import annotations
@@ -11,24 +10,19 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
-import warnings
 from functools import lru_cache
 from pathlib import Path
 
-import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
-
+from mbexport._ort import onnxruntime as ort
+from mbexport._ort import onnxruntime_pybind11_state as _ort_state
 from mbexport.errors import ArgumentError, CudaUnavailableError, ExportDirError
 
-DEVICES = ("cpu", "cuda", "auto")
 # What onnxruntime raises: its pybind exception classes (plain Exceptions) and RuntimeError.
 ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *(
     value for value in vars(_ort_state).values() if isinstance(value, type) and issubclass(value, Exception)))
-_auto_fallback_warned = False
-
-
-class CpuFallbackWarning(RuntimeWarning):
-    """device="auto" found no usable CUDA and runs on CPU."""
+# create_session's devices: the provider lists, most preferred first (CPU always last, for the ops others lack).
+PROVIDERS = {"cpu": (), "cuda": ("CUDAExecutionProvider",),
+             "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider")}
 
 
 def cuda_library_paths() -> list[str]:
@@ -51,32 +45,12 @@ def cuda_problems() -> tuple[str, ...]:
     problems = []
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         problems.append(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "
-                        "(pip uninstall onnxruntime && pip install onnxruntime-gpu)")
+                        "(pip uninstall -y onnxruntime && pip install 'mbexport[gpu]')")
     try:
         _native.cuda_runtime_info(cuda_library_paths())
     except CudaUnavailableError as error:
         problems.append(str(error))
     return tuple(problems)
-
-
-def resolve_device(device: str) -> str:
-    """``cpu`` or ``cuda``; raises for an unusable ``cuda``, warns once when ``auto`` falls back."""
-    global _auto_fallback_warned
-    if device not in DEVICES:
-        raise ArgumentError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "cpu":
-        return "cpu"
-    problems = cuda_problems()
-    if not problems:
-        return "cuda"
-    if device == "cuda":
-        raise CudaUnavailableError("device='cuda' is not usable here:\n  - " + "\n  - ".join(problems)
-                                   + "\nUse device='cpu', or device='auto' to fall back to CPU.")
-    if not _auto_fallback_warned:
-        _auto_fallback_warned = True
-        warnings.warn("mbexport: device='auto' found no usable CUDA (" + "; ".join(p.splitlines()[0] for p in problems)
-                      + "); running on CPU", CpuFallbackWarning, stacklevel=3)
-    return "cpu"
 
 
 def default_threads() -> int:
@@ -89,15 +63,16 @@ def default_threads() -> int:
 
 def create_session(model_path: Path | str, device: str = "cpu", threads: int | None = None,
                    cuda_stream: int | None = None, optimize: bool = True) -> ort.InferenceSession:
-    """An InferenceSession for ``model_path`` on a resolved device (``cpu`` or ``cuda``).
+    """An InferenceSession for ``model_path`` on a resolved device (a key of PROVIDERS).
 
     CPU: intra-op threads = ``threads`` (default: all usable cores), one inter-op thread,
     sequential execution, all graph optimizations. CUDA: the CUDA EP first (CPU EP for
     the few ops it lacks); ``cuda_stream`` makes it compute on that stream, so copies the
-    batcher enqueued there are ordered before the run.
+    batcher enqueued there are ordered before the run. TensorRT: its EP before CUDA's, engines
+    cached under ``$MBEXPORT_HOME/tensorrt``.
     """
-    if device not in ("cpu", "cuda"):
-        raise ArgumentError(f"create_session takes a resolved device (cpu or cuda), got {device!r}")
+    if device not in PROVIDERS:
+        raise ArgumentError(f"create_session takes a resolved device ({', '.join(PROVIDERS)}), got {device!r}")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise ArgumentError(f"threads (--threads) must be an integer >= 1, got {threads!r}")
     options = ort.SessionOptions()
@@ -107,16 +82,25 @@ def create_session(model_path: Path | str, device: str = "cpu", threads: int | N
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3  # errors only: the CUDA EP's memcpy notes are not the user's concern
-    providers: list = ["CPUExecutionProvider"]
-    if device == "cuda":
-        cuda_options = {"device_id": 0}
-        if cuda_stream is not None:
-            cuda_options["user_compute_stream"] = str(cuda_stream)
-        providers.insert(0, ("CUDAExecutionProvider", cuda_options))
+    providers: list = [(name, _provider_options(name, cuda_stream)) for name in PROVIDERS[device]]
+    providers.append("CPUExecutionProvider")
+    if providers[0] != "CPUExecutionProvider" and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # the CUDA/cuDNN libraries of the nvidia-* wheels, when that is where they are
     try:
         return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
     except ORT_ERRORS as e:
         raise ort_error(model_path, "load", e) from None
+
+
+def _provider_options(provider: str, cuda_stream: int | None) -> dict[str, str]:
+    options = {"device_id": "0"}
+    if cuda_stream is not None:
+        options["user_compute_stream"] = str(cuda_stream)
+    if provider == "TensorrtExecutionProvider":
+        from mbexport.export.manifest import mbexport_home
+
+        options |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(mbexport_home() / "tensorrt")}
+    return options
 
 
 def ort_error(model_path: Path | str, doing: str, error: BaseException,
