@@ -100,8 +100,8 @@ def test_embed_baseline_pytorch(benchmark, minilm_dir, texts, quick):
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_embed_mbexport(benchmark, minilm_dir, minilm_export, texts, quick, tmp_path_factory, precision):
     from mbexport import Embedder
-    from mbexport.runtime import EmbedStats
     from mbexport.converter import convert
+    from mbexport.runtime import EmbedStats
 
     benchmark.group = "embed-cpu"
     export = minilm_export if precision == "fp32" else convert(

@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mbexport.errors import ExportDirError
+from mbexport.semantics import EmbeddingSemantics
 from mbexport.spec import is_int, sha256_files
 
 FORMAT_VERSION = 1
@@ -25,6 +27,8 @@ CONFIG = "config.json"
 VOCAB = "vocab.txt"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+# The graph output holding pooled (and maybe normalised) rows; the manifest record of the same name says how.
+SENTENCE_EMBEDDING = "sentence_embedding"
 # The tokenizer's files, in the order WordPieceTokenizer.from_pretrained and save_pretrained use them.
 TOKENIZER_FILES = (VOCAB, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP)
 REQUIRED_FILES = (MODEL, CONFIG, VOCAB, TOKENIZER_CONFIG, MANIFEST)
@@ -197,3 +201,27 @@ class _VerifiedCache:
         except OSError:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class PooledOutput:
+    """What an export's ``sentence_embedding`` holds: the manifest's ``"sentence_embedding"`` record."""
+
+    pooling: str
+    normalize: bool
+
+    @classmethod
+    def of(cls, semantics: EmbeddingSemantics) -> PooledOutput:
+        """What an export of a source with these semantics pools to (build and parity agree through this)."""
+        return cls(semantics.pooling, semantics.normalize)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> PooledOutput | None:
+        """The record of an export that has the output (None for exports made before it existed)."""
+        record = manifest.get(SENTENCE_EMBEDDING)
+        if SENTENCE_EMBEDDING not in manifest.get("outputs", ()) or not isinstance(record, dict):
+            return None
+        return cls(str(record.get("pooling")), bool(record.get("normalize")))

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from mbexport.errors import ParityError
-from mbexport.export.pooling import OUTPUT as POOLED_OUTPUT
-from mbexport.export.pooling import PooledOutput, host_pooled
+from mbexport.export.pooling import host_pooled
 from mbexport.families import family_of
 from mbexport.heads import Head
 from mbexport.heads.core import np_activation, np_dense, np_layer_norm
+from mbexport.layout import SENTENCE_EMBEDDING as POOLED_OUTPUT
+from mbexport.layout import PooledOutput
 from mbexport.spec import BertSpec, Checkpoint
 
 TOLERANCES = {

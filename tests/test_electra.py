@@ -21,6 +21,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 from conftest import TINY_CONFIG, run_mbexport, tiny_vocab
+
 from mbexport.catalog import Source
 from mbexport.errors import CheckpointFormatError
 from mbexport.families import detect_family

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_mbexport
+
 from mbexport import Embedder
 from mbexport.errors import (
     ExportDirError,

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from conftest import run_mbexport, write_tiny_checkpoint
+
 from mbexport.catalog import Source
 from mbexport.export.build import build_model
-from mbexport.export.pooling import OUTPUT, PooledOutput
+from mbexport.layout import SENTENCE_EMBEDDING as OUTPUT
+from mbexport.layout import PooledOutput
 from mbexport.parity import check_parity, random_batch, text_batch
 from mbexport.runtime.pooling import l2_normalize, pool
 from mbexport.semantics import EmbeddingSemantics

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
 from conftest import MBEXPORT, run_mbexport
+
 from mbexport import Embedder
 
 openai = pytest.importorskip("openai")

@@ -19,10 +19,11 @@ from onnx import TensorProto, helper
 from mbexport.errors import ExportError
 from mbexport.export.encoder import encoder
 from mbexport.export.graph import Graph, with_weights
-from mbexport.export.pooling import OUTPUT as POOLED_OUTPUT
-from mbexport.export.pooling import PooledOutput, sentence_embedding
+from mbexport.export.pooling import sentence_embedding
 from mbexport.families import family_of
 from mbexport.heads import Head, choose_head
+from mbexport.layout import SENTENCE_EMBEDDING as POOLED_OUTPUT
+from mbexport.layout import PooledOutput
 from mbexport.spec import Checkpoint
 
 FLAVORS = ("fused", "portable")

@@ -17,42 +17,15 @@ The manifest's ``"sentence_embedding"`` record says which pooling and normalisat
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import numpy as np
 from onnx import TensorProto
 
 from mbexport.export.graph import Graph
-from mbexport.semantics import EmbeddingSemantics
+from mbexport.layout import SENTENCE_EMBEDDING as OUTPUT
+from mbexport.layout import PooledOutput
 
-OUTPUT = "sentence_embedding"
 # sentence-transformers' Normalize (torch.nn.functional.normalize) and the host l2_normalize divide by max(norm, eps).
 NORM_EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class PooledOutput:
-    """What an export's ``sentence_embedding`` holds: the manifest's ``"sentence_embedding"`` record."""
-
-    pooling: str
-    normalize: bool
-
-    @classmethod
-    def of(cls, semantics: EmbeddingSemantics) -> PooledOutput:
-        """What an export of a source with these semantics pools to (build and parity agree through this)."""
-        return cls(semantics.pooling, semantics.normalize)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_manifest(cls, manifest: dict[str, Any]) -> PooledOutput | None:
-        """The record of an export that has the output (None for exports made before it existed)."""
-        record = manifest.get(OUTPUT)
-        if OUTPUT not in manifest.get("outputs", ()) or not isinstance(record, dict):
-            return None
-        return cls(str(record.get("pooling")), bool(record.get("normalize")))
 
 
 def sentence_embedding(g: Graph, outputs: list[str], attention_mask: str, pooled: PooledOutput) -> str | None:

@@ -35,16 +35,16 @@ import numpy as np
 
 from mbexport import _native
 from mbexport.errors import ArgumentError, ExportDirError, MbexportError, TokenizerInputError
-from mbexport.export.pooling import OUTPUT as POOLED_OUTPUT
-from mbexport.export.pooling import PooledOutput
 from mbexport.layout import (
     MODEL,
     SPECIAL_TOKENS_MAP,
     TOKENIZER_CONFIG,
+    PooledOutput,
     read_manifest,
     resolve_export_dir,
     verify_model_files,
 )
+from mbexport.layout import SENTENCE_EMBEDDING as POOLED_OUTPUT
 from mbexport.runtime.backends import BACKENDS, resolve_device
 from mbexport.runtime.pooling import POOLINGS, l2_normalize, output_for, pool
 from mbexport.semantics import export_semantics

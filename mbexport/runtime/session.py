@@ -16,6 +16,7 @@ from pathlib import Path
 from mbexport._ort import onnxruntime as ort
 from mbexport._ort import onnxruntime_pybind11_state as _ort_state
 from mbexport.errors import ArgumentError, CudaUnavailableError, ExportDirError
+from mbexport.layout import mbexport_home
 
 # What onnxruntime raises: its pybind exception classes (plain Exceptions) and RuntimeError.
 ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *(
@@ -97,8 +98,6 @@ def _provider_options(provider: str, cuda_stream: int | None) -> dict[str, str]:
     if cuda_stream is not None:
         options["user_compute_stream"] = str(cuda_stream)
     if provider == "TensorrtExecutionProvider":
-        from mbexport.export.manifest import mbexport_home
-
         options |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(mbexport_home() / "tensorrt")}
     return options
 
