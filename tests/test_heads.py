@@ -205,7 +205,7 @@ def test_masked_lm_checkpoint_lacks_pretraining_and_pooler(tiny_checkpoint):
         build_model(checkpoint, head="pretraining")
     assert "has no pretraining head (it carries: base, masked-lm); use --head masked-lm or --head base" in \
         _one_line(str(error.value))
-    assert build_model(checkpoint, head="base").outputs == ["last_hidden_state"]
+    assert build_model(checkpoint, head="base").outputs == ["last_hidden_state", "sentence_embedding"]
 
 
 # ---------------------------------------------------------------------------------------------
