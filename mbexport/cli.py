@@ -39,7 +39,8 @@ out_console = Console(width=None if sys.stdout.isatty() else 160)
 if TYPE_CHECKING:
     Head = str
 else:
-    Head = Literal[(*head_names(), "auto")]
+    _HEAD_CHOICES = (*head_names(), "auto")
+    Head = Literal[_HEAD_CHOICES]
 Precision = Literal["fp32", "fp16", "int8"]
 Flavor = Literal["fused", "portable"]
 Reference = Literal["auto", "torch", "numpy"]

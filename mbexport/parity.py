@@ -30,11 +30,21 @@ from mbexport.layout import SENTENCE_EMBEDDING as POOLED_OUTPUT
 from mbexport.layout import PooledOutput
 from mbexport.spec import BertSpec, Checkpoint
 
+
+@dataclass(frozen=True)
+class Tolerance:
+    """One precision's bounds: max |diff| (None: not bounded), mean cosine and argmax agreement floors."""
+
+    max_abs: float | None
+    min_cosine: float
+    min_argmax_agreement: float
+
+
 TOLERANCES = {
-    "fp32": {"max_abs": 1e-4, "min_cosine": 0.99999, "min_argmax_agreement": 0.999},
-    "fp16": {"max_abs": 2e-2, "min_cosine": 0.9999, "min_argmax_agreement": 0.999},
+    "fp32": Tolerance(max_abs=1e-4, min_cosine=0.99999, min_argmax_agreement=0.999),
+    "fp16": Tolerance(max_abs=2e-2, min_cosine=0.9999, min_argmax_agreement=0.999),
     # int8 weights move values by far more than a fixed bound: held to direction and ranking only.
-    "int8": {"max_abs": None, "min_cosine": 0.98, "min_argmax_agreement": 0.9},
+    "int8": Tolerance(max_abs=None, min_cosine=0.98, min_argmax_agreement=0.9),
 }
 # Hidden states (and vectors pooled from them) are held to the absolute bound; logits to a bound scaled by their size.
 ABSOLUTE_OUTPUTS = ("last_hidden_state", "pooler_output", "sentence_embedding")
@@ -143,7 +153,7 @@ def _numpy_forward(checkpoint: Checkpoint, head: Head, feeds: Feeds) -> dict[str
     for i in range(spec.num_layers):
         p = f"encoder.layer.{i}."
 
-        def heads(name: str, p: str = p) -> np.ndarray:
+        def heads(name: str, p: str = p, x: np.ndarray = x) -> np.ndarray:
             return np_dense(x, w, p + "attention.self." + name).reshape(batch, seq, nh, hs).transpose(0, 2, 1, 3)
 
         scores = heads("query") @ heads("key").transpose(0, 1, 3, 2) / math.sqrt(hs) + bias
@@ -208,7 +218,7 @@ class ParityReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "precision": self.precision, "batches": self.batches,
-                "passed": self.passed, "tolerances": TOLERANCES[self.precision],
+                "passed": self.passed, "tolerances": asdict(TOLERANCES[self.precision]),
                 "outputs": {o.name: {k: v for k, v in asdict(o).items() if k != "name"} for o in self.outputs}}
 
     def summary(self) -> str:
@@ -252,7 +262,7 @@ def compare(name: str, ours: list[np.ndarray], refs: list[np.ndarray], masks: li
     diff, cosine = np.concatenate(diffs), np.concatenate(cosines)
     is_hidden = name in ABSOLUTE_OUTPUTS
     bounds = TOLERANCES[precision]
-    tolerance = bounds["max_abs"]
+    tolerance = bounds.max_abs
     if tolerance is not None and not is_hidden:
         tolerance *= max(peaks)
     return OutputParity(
@@ -263,8 +273,8 @@ def compare(name: str, ours: list[np.ndarray], refs: list[np.ndarray], masks: li
         min_cosine=float(cosine.min()),
         argmax_agreement=None if is_hidden else float(np.concatenate(agreements).mean()),
         tolerance=tolerance,
-        min_mean_cosine=bounds["min_cosine"],
-        min_argmax_agreement=bounds["min_argmax_agreement"],
+        min_mean_cosine=bounds.min_cosine,
+        min_argmax_agreement=bounds.min_argmax_agreement,
         abs_diff_histogram=np.bincount(np.searchsorted(np.power(10.0, HISTOGRAM_DECADES), diff, side="right"),
                                        minlength=len(HISTOGRAM_DECADES) + 1).tolist(),
         non_finite=non_finite,

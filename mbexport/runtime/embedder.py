@@ -137,10 +137,10 @@ class Embedder:
 
     def embed(self, texts: Iterable[str]) -> np.ndarray:
         """[len(texts), hidden] float32, row i for texts[i]; an empty input gives (0, hidden)."""
-        texts = _check_texts(texts)
-        out = np.empty((len(texts), self.hidden_size), dtype=np.float32)
+        items = _check_texts(texts)
+        out = np.empty((len(items), self.hidden_size), dtype=np.float32)
         row = 0
-        for chunk in self.embed_iter(texts):
+        for chunk in self.embed_iter(items):
             out[row:row + len(chunk)] = chunk
             row += len(chunk)
         return out
@@ -184,7 +184,7 @@ class Embedder:
 
     # -- pipeline -----------------------------------------------------------------------------
 
-    def _submit(self, worker: ThreadPoolExecutor, source: Iterator[str], start: int) -> Future | None:
+    def _submit(self, worker: ThreadPoolExecutor, source: Iterator[str], start: int) -> Future[Any] | None:
         texts = list(islice(source, self.window))
         return worker.submit(self._prepare, texts, start) if texts else None
 

@@ -83,7 +83,8 @@ def create_session(model_path: Path | str, device: str = "cpu", threads: int | N
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3  # errors only: the CUDA EP's memcpy notes are not the user's concern
-    providers: list = [(name, _provider_options(name, cuda_stream)) for name in PROVIDERS[device]]
+    providers: list[str | tuple[str, dict[str, str]]] = [
+        (name, _provider_options(name, cuda_stream)) for name in PROVIDERS[device]]
     providers.append("CPUExecutionProvider")
     if providers[0] != "CPUExecutionProvider" and hasattr(ort, "preload_dlls"):
         ort.preload_dlls()  # the CUDA/cuDNN libraries of the nvidia-* wheels, when that is where they are

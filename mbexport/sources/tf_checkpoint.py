@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePath
+from typing import Any
 
 import numpy as np
 
@@ -250,7 +251,7 @@ def inspect_ckpt_table(path: Path | str) -> list[tuple[str, str, str]]:
     return [(name, dtype, "[" + ", ".join(map(str, shape)) + "]") for name, dtype, shape in list_tensors(path)]
 
 
-def _read_config(directory: Path, prefix: Path) -> tuple[Path, dict]:
+def _read_config(directory: Path, prefix: Path) -> tuple[Path, dict[str, Any]]:
     for name in CONFIG_FILES:
         if (directory / name).is_file():
             return directory / name, read_json(directory / name)

@@ -20,5 +20,6 @@ class OrtTensorRT(OrtCuda):
     def problems(cls) -> tuple[str, ...]:
         if "TensorrtExecutionProvider" in ort.get_available_providers():
             return cuda_problems()
-        missing = f"onnxruntime {ort.__version__} has no TensorrtExecutionProvider (pip install 'mbexport[gpu]' tensorrt)"
+        missing = (f"onnxruntime {ort.__version__} has no TensorrtExecutionProvider "
+                   "(pip install 'mbexport[gpu]' tensorrt)")
         return (*cuda_problems(), missing)
