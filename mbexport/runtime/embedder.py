@@ -76,7 +76,7 @@ class Embedder:
 
     def __init__(self, export_dir: str | Path, device: str = "cpu", pooling: str | None = None,
                  normalize: bool | None = None, max_length: int | None = None, batch_tokens: int | None = None,
-                 threads: int | None = None, window: int = DEFAULT_WINDOW) -> None:
+                 threads: int | None = None, window: int = DEFAULT_WINDOW, spin: bool = True) -> None:
         self.export_dir = resolve_export_dir(Path(export_dir))
         self.manifest = read_manifest(self.export_dir)
         # None = what the export's source means (its sentence-transformers config, else cls / no norm / model max).
@@ -115,7 +115,7 @@ class Embedder:
         if self.device == "cuda":
             capacity = max(self.batch_tokens, -(-self.max_length // PAD_MULTIPLE) * PAD_MULTIPLE)
             self._stager = _native.CudaStager(capacity, 2, cuda_library_paths())
-        self.session = create_session(self.export_dir / "model.onnx", self.device, threads,
+        self.session = create_session(self.export_dir / "model.onnx", self.device, threads, spin=spin,
                                       cuda_stream=self._stager.stream_ptr if self._stager else None)
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._output = output_for(pooling)
