@@ -51,9 +51,9 @@ class BatchLimits:
     """How much work the service accepts and how much one coalesced batch may hold."""
 
     max_queue: int = 4096  # texts accepted and waiting; beyond it requests get 429
-    max_batch_texts: int = 2048
-    max_batch_tokens: int = 16384  # real tokens per coalesced batch (the native Batcher splits it further)
-    max_batch_requests: int = 256  # 1 turns cross-request batching off
+    max_batch_texts: int = 2048  # texts in the pool planned together (model batches: Embedder.batch_tokens)
+    max_batch_tokens: int = 16384  # real tokens in that pool
+    max_batch_requests: int = 256  # requests in that pool; 1 turns cross-request batching off
     wait: float = 0.002  # seconds an idle batcher waits for simultaneous arrivals
 
     def __post_init__(self) -> None:
