@@ -307,7 +307,7 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(help="request body size (413 beyond)")] = 16 * 1024 * 1024,
     max_queue: Annotated[int, typer.Option(help="texts waiting per model (429 beyond)")] = 4096,
     max_batch_requests: Annotated[int, typer.Option(help="requests coalesced into one batch (1: cross-request batching off)")] = 256,
-    max_batch_tokens: Annotated[int, typer.Option(help="real tokens per coalesced batch")] = 16384,
+    max_batch_tokens: Annotated[int, typer.Option(help="real tokens planned together (model batches: --batch-tokens)")] = 16384,
     batch_wait_ms: Annotated[float, typer.Option(help="how long an idle batcher waits for simultaneous requests")] = 2.0,
     auto_truncate: Annotated[bool, typer.Option("--auto-truncate", help="truncate over-long texts instead of answering 422")] = False,
     log_level: Annotated[LogLevel, typer.Option(help="uvicorn log level")] = "info",

@@ -33,14 +33,62 @@ Status ValidateSequences(const Sequences& seqs, int64_t total_ids) {
   return Status::Ok();
 }
 
+namespace {
+
+// Cuts the sorted window order[w0, w1) into padded batches of least estimated work: the sum over
+// batches of rows x padded width (the padded tokens the model computes) plus a fixed cost per
+// batch (kernel launches, the run call), each batch within batch_tokens and max_rows (or one row).
+// A greedy fill (as many rows as the first row's width allows) pads a few short texts to the
+// longest one whenever the window's lengths are mixed and few, as when a server coalesces a
+// handful of requests; this exact dynamic program splits such a batch where padding costs more
+// than another batch. O((w1 - w0) x rows per batch), rows <= batch_tokens / pad_multiple.
+Status PlanPaddedWindow(const std::vector<int64_t>& length, const PlanOptions& options, int64_t w0, int64_t w1,
+                        Plan* plan) {
+  const int64_t m = w1 - w0;
+  const int64_t overhead = BatchOverhead(options);
+  std::vector<int64_t> width(m), cost(m + 1, 0), cut(m + 1, 0);
+  for (int64_t k = 0; k < m; ++k) width[k] = RoundUp(length[plan->order[w0 + k]], options.pad_multiple);
+  const Status overflow(StatusCode::kInvalidArgument, "batcher: padded token count overflows int64; lower batch_tokens");
+  for (int64_t j = 1; j <= m; ++j) {
+    cost[j] = -1;
+    // Batch [i, j): width[i] is its widest row (longest first), so its cells grow as i falls.
+    for (int64_t i = j - 1; i >= 0; --i) {
+      const int64_t rows = j - i;
+      int64_t cells = 0, total = 0;
+      if (!CheckedMul(rows, width[i], &cells)) break;
+      if (rows > 1 && (cells > options.batch_tokens || (options.max_rows > 0 && rows > options.max_rows))) break;
+      if (!CheckedAdd(cost[i], cells, &total) || !CheckedAdd(total, overhead, &total)) return overflow;
+      if (cost[j] < 0 || total <= cost[j]) {  // ties: the larger batch (fewer runs)
+        cost[j] = total;
+        cut[j] = i;
+      }
+    }
+  }
+  std::vector<int64_t> ends;
+  for (int64_t j = m; j > 0; j = cut[j]) ends.push_back(j);
+  for (auto it = ends.rbegin(); it != ends.rend(); ++it) {
+    const int64_t start = plan->offsets.back() - w0, end = *it;
+    int64_t cells = 0;
+    if (!CheckedMul(end - start, width[start], &cells) ||
+        !CheckedAdd(plan->padded_tokens, cells, &plan->padded_tokens))
+      return overflow;
+    plan->offsets.push_back(w0 + end);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status MakePlan(const Sequences& seqs, const PlanOptions& options, Plan* plan) {
   if (options.max_length == 1 || options.max_length < 0) {
     return Status(StatusCode::kInvalidArgument, "batcher: max_length must be 0 (no limit) or >= 2, got " +
                                                     std::to_string(options.max_length));
   }
-  if (options.batch_tokens < 1 || options.pad_multiple < 1 || options.max_rows < 0 || options.window < 0) {
+  if (options.batch_tokens < 1 || options.pad_multiple < 1 || options.max_rows < 0 || options.window < 0 ||
+      options.batch_overhead < -1) {
     return Status(StatusCode::kInvalidArgument,
-                  "batcher: batch_tokens and pad_multiple must be >= 1, max_rows and window >= 0");
+                  "batcher: batch_tokens and pad_multiple must be >= 1, max_rows and window >= 0, "
+                  "batch_overhead >= -1");
   }
   Status status = ValidateSequences(seqs, -1);
   if (!status.ok()) return status;
@@ -67,26 +115,21 @@ Status MakePlan(const Sequences& seqs, const PlanOptions& options, Plan* plan) {
     // biggest batch runs first, so an out-of-memory shows at once.
     std::stable_sort(plan->order.begin() + w0, plan->order.begin() + w1,
                      [&](int64_t a, int64_t b) { return length[a] > length[b]; });
+    if (!options.packed) {
+      status = PlanPaddedWindow(length, options, w0, w1, plan);
+      if (!status.ok()) return status;
+      continue;
+    }
     int64_t start = w0;
     while (start < w1) {
       int64_t end = start + 1;
-      if (options.packed) {
-        int64_t used = length[plan->order[start]];
-        while (end < w1 && used + length[plan->order[end]] <= options.batch_tokens &&
-               (options.max_rows == 0 || end - start < options.max_rows)) {
-          used += length[plan->order[end]];
-          ++end;
-        }
-        plan->padded_tokens += used;
-      } else {
-        const int64_t padded = RoundUp(length[plan->order[start]], options.pad_multiple);
-        int64_t rows = std::max<int64_t>(1, options.batch_tokens / padded);
-        if (options.max_rows > 0) rows = std::min(rows, options.max_rows);
-        end = start + std::min(w1 - start, rows);
-        int64_t cells = 0;
-        if (!CheckedMul(end - start, padded, &cells) || !CheckedAdd(plan->padded_tokens, cells, &plan->padded_tokens))
-          return Status(StatusCode::kInvalidArgument, "batcher: padded token count overflows int64; lower batch_tokens");
+      int64_t used = length[plan->order[start]];
+      while (end < w1 && used + length[plan->order[end]] <= options.batch_tokens &&
+             (options.max_rows == 0 || end - start < options.max_rows)) {
+        used += length[plan->order[end]];
+        ++end;
       }
+      plan->padded_tokens += used;
       plan->offsets.push_back(end);
       start = end;
     }

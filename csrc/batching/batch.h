@@ -6,8 +6,9 @@
 //              included. Not owned; must outlive every call that takes it.
 //   Plan       which sequences go together: `order` is a permutation of [0, n),
 //              batch b holds order[offsets[b], offsets[b+1]). Sorted by length
-//              (longest first) within each window of `window` sequences, batches
-//              filled up to a token budget, never across a window boundary.
+//              (longest first) within each window of `window` sequences, never across
+//              a window boundary; padded batches are cut where they cost the least
+//              padded tokens plus a fixed cost per batch, each within the token budget.
 //   Batch      one batch, packed (no padding): ids, type ids, position ids,
 //              cu_seqlens, and `indices` (each row's position in Sequences) so
 //              outputs can be scattered back into input order. Padded or
@@ -22,6 +23,7 @@
 // binding releases the GIL around it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -55,7 +57,19 @@ struct PlanOptions {
   int64_t window = 0;                        // sort window in sequences; 0 = all at once
   int32_t pad_multiple = kDefaultPadMultiple;  // 1 = no padding beyond the longest row; >= 1
   bool packed = false;                       // budget counts real tokens (no padding at all)
+  // Fixed cost of running one padded batch, in padded tokens (the plan splits a batch only where
+  // that saves more padding than this); -1 = batch_tokens / kBatchOverheadDivisor, which scales
+  // with the device: the budget is what fills it (2048 on CPU -> 16 tokens, about what one more
+  // onnxruntime run of MiniLM costs on 2 cores; 65536 on a GPU -> 512).
+  int64_t batch_overhead = -1;
 };
+
+inline constexpr int64_t kBatchOverheadDivisor = 128;
+
+inline int64_t BatchOverhead(const PlanOptions& options) {
+  return options.batch_overhead >= 0 ? options.batch_overhead
+                                     : std::max<int64_t>(1, options.batch_tokens / kBatchOverheadDivisor);
+}
 
 struct Plan {
   std::vector<int64_t> order;    // permutation of [0, count)

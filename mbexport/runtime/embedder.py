@@ -91,7 +91,7 @@ class Embedder:
 
     def __init__(self, export_dir: str | Path, device: str = "cpu", pooling: str | None = None,
                  normalize: bool | None = None, max_length: int | None = None, batch_tokens: int | None = None,
-                 threads: int | None = None, window: int = DEFAULT_WINDOW) -> None:
+                 threads: int | None = None, window: int = DEFAULT_WINDOW, spin: bool = True) -> None:
         self.export_dir = resolve_export_dir(Path(export_dir))
         self.manifest = read_manifest(self.export_dir)
         # None = what the export's source means (its sentence-transformers config, else cls / no norm / model max).
@@ -129,7 +129,7 @@ class Embedder:
         pad_id = self.tokenizer.pad_token_id  # padding is masked out: any id inside the embedding table will do
         self.pad_id = pad_id if pad_id < model["vocab"] else 0
         capacity = max(self.batch_tokens, -(-self.max_length // PAD_MULTIPLE) * PAD_MULTIPLE)
-        self.backend = backend(self.export_dir / MODEL, threads, capacity)
+        self.backend = backend(self.export_dir / MODEL, threads, capacity, spin=spin)
         self.pooled = PooledOutput.from_manifest(self.manifest)  # what the graph's sentence_embedding holds
         self.stats = EmbedStats()
 

@@ -63,14 +63,15 @@ def default_threads() -> int:
 
 
 def create_session(model_path: Path | str, device: str = "cpu", threads: int | None = None,
-                   cuda_stream: int | None = None, optimize: bool = True) -> ort.InferenceSession:
+                   cuda_stream: int | None = None, optimize: bool = True, spin: bool = True) -> ort.InferenceSession:
     """An InferenceSession for ``model_path`` on a resolved device (a key of PROVIDERS).
 
     CPU: intra-op threads = ``threads`` (default: all usable cores), one inter-op thread,
-    sequential execution, all graph optimizations. CUDA: the CUDA EP first (CPU EP for
-    the few ops it lacks); ``cuda_stream`` makes it compute on that stream, so copies the
-    batcher enqueued there are ordered before the run. TensorRT: its EP before CUDA's, engines
-    cached under ``$MBEXPORT_HOME/tensorrt``.
+    sequential execution, all graph optimizations; ``spin=False`` lets idle intra-op threads
+    sleep instead of spin-waiting for work (a server's event loop needs those cores between
+    runs). CUDA: the CUDA EP first (CPU EP for the few ops it lacks); ``cuda_stream`` makes it
+    compute on that stream, so copies the batcher enqueued there are ordered before the run.
+    TensorRT: its EP before CUDA's, engines cached under ``$MBEXPORT_HOME/tensorrt``.
     """
     if device not in PROVIDERS:
         raise ArgumentError(f"create_session takes a resolved device ({', '.join(PROVIDERS)}), got {device!r}")
@@ -80,6 +81,7 @@ def create_session(model_path: Path | str, device: str = "cpu", threads: int | N
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3  # errors only: the CUDA EP's memcpy notes are not the user's concern

@@ -26,7 +26,7 @@ class Metrics:
         self.queue_texts = Gauge("mbexport_queue_texts", "texts accepted and waiting for a batch", ["model"], registry=r)
         self.queue_requests = Gauge("mbexport_queue_requests", "requests accepted and waiting for a batch", ["model"],
                                     registry=r)
-        self.queue_seconds = Histogram("mbexport_queue_seconds", "time a request waits before its batch starts",
+        self.queue_seconds = Histogram("mbexport_queue_seconds", "time a request waits before it joins the batching pool",
                                        ["model"], buckets=_SECONDS_BUCKETS, registry=r)
         self.rejected = Counter("mbexport_rejected", "requests refused because the queue was full", ["model"], registry=r)
         self.batches = Counter("mbexport_batches", "coalesced batches (one Embedder call each)", ["model"], registry=r)

@@ -180,8 +180,38 @@ static void TestBuffersWithoutGpu() {
   }
 }
 
+// Few mixed lengths (what a server coalesces): one long text must not pad the short ones to
+// its length; the cut is the least padded tokens plus batch_overhead per batch.
+static void TestPlanLeastCost() {
+  Corpus c;
+  c.Add(Seq(126, 0));                                  // 128 tokens
+  for (int i = 0; i < 12; ++i) c.Add(Seq(7, i + 1));   // 9 tokens, padded to 16
+  PlanOptions o;
+  o.batch_tokens = 2048;
+  o.max_length = 128;
+  Plan p;
+  CHECK(MakePlan(c.View(), o, &p).ok());  // default overhead 2048 / 128 = 16 tokens
+  CHECK(p.batches() == 2);                // [128] [9 x 12]: 128 + 192 padded, not 13 x 128
+  CHECK(p.offsets[1] == 1 && p.order[0] == 0);
+  CHECK(p.padded_tokens == 128 + 12 * 16);
+  o.batch_overhead = 10000;  // a run costs more than any padding: one batch
+  CHECK(MakePlan(c.View(), o, &p).ok());
+  CHECK(p.batches() == 1 && p.padded_tokens == 13 * 128);
+  o.batch_overhead = 0;  // equal widths still share a batch (ties go to fewer runs)
+  CHECK(MakePlan(c.View(), o, &p).ok());
+  CHECK(p.batches() == 2);
+  o.batch_tokens = 64;  // the budget still binds: 9-token rows, 4 per batch
+  CHECK(MakePlan(c.View(), o, &p).ok());
+  CHECK(p.batches() == 1 + 3);
+  o.batch_overhead = INT64_MAX;  // cost overflow is an error, not a wrap
+  CHECK(MakePlan(c.View(), o, &p).code() == StatusCode::kInvalidArgument);
+  o.batch_overhead = -2;
+  CHECK(MakePlan(c.View(), o, &p).code() == StatusCode::kInvalidArgument);
+}
+
 int main() {
   TestPlanPadded();
+  TestPlanLeastCost();
   TestPlanPackedAndWindow();
   TestGatherPaddedPacked();
   TestScatter();

@@ -44,8 +44,9 @@ class Backend(ABC):
     device: ClassVar[str] = "cpu"  # where the model computes ("cpu" or "cuda"): picks the default token budget
     inputs: list[str]  # the graph's input names (older exports may lack token_type_ids)
 
-    def __init__(self, model_path: Path, threads: int | None, capacity: int) -> None:
-        """``capacity``: the most padded tokens one batch holds (sizes device staging buffers)."""
+    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True) -> None:
+        """``capacity``: the most padded tokens one batch holds (sizes device staging buffers); ``spin``:
+        whether idle onnxruntime threads spin-wait (see ``create_session``)."""
         self.model_path = model_path
 
     @classmethod

@@ -34,10 +34,11 @@ class OrtCuda(Backend):
     device = "cuda"
     provider = "cuda"  # create_session's device: the provider list
 
-    def __init__(self, model_path: Path, threads: int | None, capacity: int) -> None:
-        super().__init__(model_path, threads, capacity)
+    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True) -> None:
+        super().__init__(model_path, threads, capacity, spin)
         self.stager = _native.CudaStager(capacity, SLOTS, cuda_library_paths())
-        self.session = create_session(model_path, self.provider, threads, cuda_stream=self.stager.stream_ptr)
+        self.session = create_session(model_path, self.provider, threads, cuda_stream=self.stager.stream_ptr,
+                                      spin=spin)
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     @classmethod
