@@ -22,7 +22,7 @@ from mbexport.export import writer
 from mbexport.export.build import build_model
 from mbexport.export.heads import HEAD_CONFIGS
 from mbexport.export.quantize import quantize_in_place
-from mbexport.parity import ParityReport, check_parity
+from mbexport.parity import ParityReport, check_parity, prestart_reference, start_reference
 from mbexport.provenance import identity
 from mbexport.sources import load_checkpoint
 from mbexport.spec import sha256_files
@@ -72,6 +72,8 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
     """``convert`` with the figures the CLI shows: sizes, op counts, parity, seconds per stage."""
     timings: dict[str, float] = {}
     timed = _timer(stage or (lambda _: nullcontext()), timings)
+    if parity:
+        prestart_reference(reference)  # its imports overlap the conversion
     source = resolve(name, step, revision=revision, local=Path(local) if local else None)
     if label is not None:
         if source.repo_id is not None or not label.strip():
@@ -83,6 +85,7 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
         claim = identity(source, checkpoint)
     with timed("build"):
         built = build_model(checkpoint, head=head, flavor=flavor, precision=precision)
+    started = start_reference(checkpoint, built.head, reference, from_source=True) if parity else None
     target = Path(out) if out else default_out(source, built.head.name, flavor, precision)
     with writer.export_lock(target), _write_errors(target):
         writer.recover(target)
@@ -100,7 +103,8 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
             report = None
             if parity:
                 with timed("verify"):
-                    report = check_parity(staging / writer.MODEL, checkpoint, built.head, precision, reference)
+                    report = check_parity(staging / writer.MODEL, checkpoint, built.head, precision, reference,
+                                          started=started)
                 if not report.passed:
                     raise ParityError(f"{source.label}: parity failed, no export written: {report.summary()}")
             figures = report.to_dict() if report else {"skipped": True}
@@ -129,7 +133,8 @@ def verify_export(export_dir: Path, reference: str = "auto") -> ParityReport:
     if head is None:
         raise ExportDirError(f"{export_dir}/mbexport.json names an unknown head {manifest['head']!r}; "
                              "re-run mbexport convert")
-    return check_parity(export_dir / writer.MODEL, checkpoint, head, manifest["precision"], reference)
+    return check_parity(export_dir / writer.MODEL, checkpoint, head, manifest["precision"], reference,
+                        from_source=True)
 
 
 def _source_record(source: Source) -> dict[str, Any]:

@@ -1,0 +1,176 @@
+"""The PyTorch parity reference in a child process, so that its cost overlaps the conversion.
+
+Importing torch and transformers and running the reference take seconds of one core; the
+conversion (read, build, write) takes seconds of another. ``prestart()`` launches the child at
+the start of a convert so that it imports while the parent converts; ``ReferenceWorker.submit``
+sends it a job (the checkpoint's HF directory, read by transformers itself, or mbexport's arrays
+where there is no such directory) and ``Pending.outputs`` collects the result. One child serves
+every convert of a process, so a sweep pays the imports once. The child exits when its stdin
+closes: when the parent exits or is killed.
+
+Protocol: pickled ``ReferenceJob`` objects on the child's stdin; on its stdout, for each job,
+a pickled ``("ok", reference name, outputs)`` or ``("error", message)``. The child's own fd 1
+points at stderr, so stray prints cannot corrupt the stream.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from mbexport.errors import MbexportError, ParityError
+from mbexport.export.heads import HeadConfig
+from mbexport.spec import Checkpoint
+
+Outputs = list[dict[str, np.ndarray]]
+# Weights whose presence shapes the reference model (a pooler; an untied MLM decoder).
+_SHAPING = ("pooler.dense.weight", "cls.predictions.decoder.weight")
+
+
+@dataclass
+class ReferenceJob:
+    checkpoint: Checkpoint  # its weights are left empty when ``model_dir`` is set: transformers reads them
+    head: HeadConfig
+    batches: list[dict[str, np.ndarray]]
+    model_dir: Path | None
+
+
+class Pending:
+    """A submitted job: ``outputs()`` waits for the child's answer."""
+
+    def __init__(self, worker: ReferenceWorker) -> None:
+        self._worker = worker
+        self._answer: tuple[Any, ...] | None = None
+
+    def outputs(self) -> tuple[str, Outputs]:
+        """The reference's name and outputs; a ParityError when the child failed or died."""
+        if self._answer is None:
+            self._answer = self._worker.receive()
+        if self._answer[0] != "ok":
+            raise ParityError(f"the torch parity reference failed: {self._answer[1]}")
+        return self._answer[1], self._answer[2]
+
+
+class ReferenceWorker:
+    """One child process running ``torch_reference`` for the jobs sent to it, in order."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        self._process = subprocess.Popen([sys.executable, "-m", "mbexport.reference_worker"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, env=env)
+        self._lock = threading.Lock()
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def submit(self, job: ReferenceJob) -> Pending:
+        """Send ``job`` (a closed pipe shows up when its outputs are read)."""
+        assert self._process.stdin is not None
+        try:
+            pickle.dump(job, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            pass
+        return Pending(self)
+
+    def receive(self) -> tuple[Any, ...]:
+        assert self._process.stdout is not None
+        with self._lock:
+            try:
+                answer: tuple[Any, ...] = pickle.load(self._process.stdout)
+            except (EOFError, pickle.UnpicklingError):
+                code = self._process.wait()
+                return ("error", f"its process exited with status {code} (see the messages above)")
+        return answer
+
+    def close(self) -> None:
+        if self._process.stdin is not None and not self._process.stdin.closed:
+            try:
+                self._process.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+_worker: ReferenceWorker | None = None
+
+
+def worker() -> ReferenceWorker:
+    """This process's reference child, started on first use (or again after it died)."""
+    global _worker
+    if _worker is None or not _worker.alive():
+        _worker = ReferenceWorker()
+        atexit.register(_worker.close)
+    return _worker
+
+
+def prestart() -> None:
+    """Start the child now, so that it imports torch while the caller converts."""
+    worker()
+
+
+def submit(checkpoint: Checkpoint, head: HeadConfig, batches: list[dict[str, np.ndarray]],
+           from_source: bool) -> Pending:
+    """Run the torch reference on ``batches`` in the child; with ``from_source`` transformers reads
+    the weights itself when the checkpoint is an HF directory."""
+    model_dir = hf_weights_dir(checkpoint) if from_source else None
+    if model_dir is not None:  # the child reads the weights; only which ones exist shapes the model
+        present = {k: np.empty(0, np.float32) for k in _SHAPING if k in checkpoint.weights}
+        checkpoint = replace(checkpoint, weights=present)
+    return worker().submit(ReferenceJob(checkpoint, head, batches, model_dir))
+
+
+def hf_weights_dir(checkpoint: Checkpoint) -> Path | None:
+    """The HF directory the checkpoint's weights came from, when it has one transformers can read."""
+    from mbexport.sources.hf_dir import WEIGHT_FILES
+
+    directory = checkpoint.vocab_file.parent
+    return directory if any((directory / name).is_file() for name in WEIGHT_FILES) else None
+
+
+def _serve(jobs: IO[bytes], answers: IO[bytes]) -> None:
+    from mbexport.parity import reference_name, torch_reference
+
+    name = reference_name(True)
+    while True:
+        try:
+            job: ReferenceJob = pickle.load(jobs)
+        except EOFError:
+            return
+        try:
+            outputs = torch_reference(job.checkpoint, job.head, job.batches, job.model_dir)
+            answer: tuple[Any, ...] = ("ok", name, outputs)
+        except MbexportError as e:
+            answer = ("error", str(e))
+        except Exception as e:  # noqa: BLE001 - the parent reports it as a parity failure
+            answer = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        pickle.dump(answer, answers, protocol=pickle.HIGHEST_PROTOCOL)
+        answers.flush()
+
+
+def main() -> None:
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # prints (ours, torch's, C libraries') go to stderr, not into the answer stream
+    sys.stdout = sys.stderr
+    import torch  # noqa: F401 - imported now, while the parent converts
+    from transformers.models.bert import modeling_bert  # noqa: F401
+
+    _serve(sys.stdin.buffer, answers)
+
+
+if __name__ == "__main__":
+    main()
