@@ -18,10 +18,12 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import threading
 import traceback
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -50,55 +52,70 @@ class Pending:
 
     def __init__(self, worker: ReferenceWorker) -> None:
         self._worker = worker
-        self._answer: tuple[Any, ...] | None = None
+        self.answer: tuple[Any, ...] | None = None
 
     def outputs(self) -> tuple[str, Outputs]:
         """The reference's name and outputs; a ParityError when the child failed or died."""
-        if self._answer is None:
-            self._answer = self._worker.receive()
-        if self._answer[0] != "ok":
-            raise ParityError(f"the torch parity reference failed: {self._answer[1]}")
-        return self._answer[1], self._answer[2]
+        self._worker.wait_for(self)
+        assert self.answer is not None
+        if self.answer[0] != "ok":
+            raise ParityError(f"the torch parity reference failed: {self.answer[1]}")
+        return self.answer[1], self.answer[2]
 
 
 class ReferenceWorker:
-    """One child process running ``torch_reference`` for the jobs sent to it, in order."""
+    """One child process running ``torch_reference`` for the jobs sent to it, answering in order.
+
+    Jobs are written by a thread, so that a parent sending a large job never blocks on a child
+    that is itself blocked writing an answer nobody reads yet; answers are read in job order, so
+    an answer left unread (a convert that failed after starting its reference) is skipped."""
 
     def __init__(self) -> None:
         env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        # Run from the folder holding this mbexport (``-m`` puts the cwd first on sys.path), so the
+        # child imports the same package, never a source checkout without its compiled module.
         self._process = subprocess.Popen([sys.executable, "-m", "mbexport.reference_worker"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, env=env)
+                                         stdout=subprocess.PIPE, env=env, cwd=Path(__file__).parents[1])
+        self._jobs: queue.Queue[ReferenceJob | None] = queue.Queue()
+        self._unanswered: deque[Pending] = deque()
         self._lock = threading.Lock()
+        threading.Thread(target=self._send, name="mbexport-reference-jobs", daemon=True).start()
 
     def alive(self) -> bool:
         return self._process.poll() is None
 
     def submit(self, job: ReferenceJob) -> Pending:
-        """Send ``job`` (a closed pipe shows up when its outputs are read)."""
-        assert self._process.stdin is not None
-        try:
-            pickle.dump(job, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self._process.stdin.flush()
-        except BrokenPipeError:
-            pass
-        return Pending(self)
+        pending = Pending(self)
+        with self._lock:
+            self._unanswered.append(pending)
+        self._jobs.put(job)
+        return pending
 
-    def receive(self) -> tuple[Any, ...]:
+    def wait_for(self, pending: Pending) -> None:
+        """Read answers in job order until ``pending`` has its own."""
         assert self._process.stdout is not None
         with self._lock:
-            try:
-                answer: tuple[Any, ...] = pickle.load(self._process.stdout)
-            except (EOFError, pickle.UnpicklingError):
-                code = self._process.wait()
-                return ("error", f"its process exited with status {code} (see the messages above)")
-        return answer
+            while pending.answer is None:
+                first = self._unanswered.popleft()
+                try:
+                    first.answer = pickle.load(self._process.stdout)
+                except (EOFError, pickle.UnpicklingError):
+                    code = self._process.wait()
+                    first.answer = ("error", f"its process exited with status {code} (see the messages above)")
+
+    def _send(self) -> None:
+        stdin = self._process.stdin
+        assert stdin is not None
+        try:
+            while (job := self._jobs.get()) is not None:
+                pickle.dump(job, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                stdin.flush()
+            stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass  # the child died: whoever waits for an answer is told so
 
     def close(self) -> None:
-        if self._process.stdin is not None and not self._process.stdin.closed:
-            try:
-                self._process.stdin.close()
-            except BrokenPipeError:
-                pass
+        self._jobs.put(None)
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -138,7 +155,7 @@ def hf_weights_dir(checkpoint: Checkpoint) -> Path | None:
     """The HF directory the checkpoint's weights came from, when it has one transformers can read."""
     from mbexport.sources.hf_dir import WEIGHT_FILES
 
-    directory = checkpoint.vocab_file.parent
+    directory = checkpoint.vocab_file.parent.resolve()  # the child runs elsewhere
     return directory if any((directory / name).is_file() for name in WEIGHT_FILES) else None
 
 
