@@ -9,8 +9,7 @@ every convert of a process, so a sweep pays the imports once. The child exits wh
 closes: when the parent exits or is killed.
 
 Protocol: pickled ``ReferenceJob`` objects on the child's stdin; on its stdout, for each job,
-a pickled ``("ok", reference name, outputs)`` or ``("error", message)``. The child's own fd 1
-points at stderr, so stray prints cannot corrupt the stream.
+a pickled ``("ok", reference name, outputs)`` or ``("error", message)``.
 """
 
 from __future__ import annotations
@@ -35,6 +34,12 @@ from mbexport.export.heads import HeadConfig
 from mbexport.spec import Checkpoint
 
 Outputs = list[dict[str, np.ndarray]]
+# The child: answers go to a copy of fd 1, and fd 1 to stderr, so that prints (ours, torch's, C
+# libraries') cannot corrupt the answer stream; torch and transformers are imported first, before
+# mbexport, since they are what the parent's conversion has to overlap.
+_CHILD = ("import os, sys; answers = os.fdopen(os.dup(1), 'wb'); os.dup2(2, 1); sys.stdout = sys.stderr; "
+          "import torch; from transformers.models.bert import modeling_bert; "
+          "from mbexport.reference_worker import serve; serve(sys.stdin.buffer, answers)")
 # Weights whose presence shapes the reference model (a pooler; an untied MLM decoder).
 _SHAPING = ("pooler.dense.weight", "cls.predictions.decoder.weight")
 
@@ -72,9 +77,9 @@ class ReferenceWorker:
 
     def __init__(self) -> None:
         env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-        # Run from the folder holding this mbexport (``-m`` puts the cwd first on sys.path), so the
+        # Run from the folder holding this mbexport (``-c`` puts the cwd first on sys.path), so the
         # child imports the same package, never a source checkout without its compiled module.
-        self._process = subprocess.Popen([sys.executable, "-m", "mbexport.reference_worker"], stdin=subprocess.PIPE,
+        self._process = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, env=env, cwd=Path(__file__).parents[1])
         self._jobs: queue.Queue[ReferenceJob | None] = queue.Queue()
         self._unanswered: deque[Pending] = deque()
@@ -159,7 +164,8 @@ def hf_weights_dir(checkpoint: Checkpoint) -> Path | None:
     return directory if any((directory / name).is_file() for name in WEIGHT_FILES) else None
 
 
-def _serve(jobs: IO[bytes], answers: IO[bytes]) -> None:
+def serve(jobs: IO[bytes], answers: IO[bytes]) -> None:
+    """The child's loop: one answer per job, until the parent closes ``jobs``."""
     from mbexport.parity import reference_name, torch_reference
 
     name = reference_name(True)
@@ -177,17 +183,3 @@ def _serve(jobs: IO[bytes], answers: IO[bytes]) -> None:
             answer = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
         pickle.dump(answer, answers, protocol=pickle.HIGHEST_PROTOCOL)
         answers.flush()
-
-
-def main() -> None:
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # prints (ours, torch's, C libraries') go to stderr, not into the answer stream
-    sys.stdout = sys.stderr
-    import torch  # noqa: F401 - imported now, while the parent converts
-    from transformers.models.bert import modeling_bert  # noqa: F401
-
-    _serve(sys.stdin.buffer, answers)
-
-
-if __name__ == "__main__":
-    main()
