@@ -72,14 +72,14 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
     """``convert`` with the figures the CLI shows: sizes, op counts, parity, seconds per stage."""
     timings: dict[str, float] = {}
     timed = _timer(stage or (lambda _: nullcontext()), timings)
-    if parity:
-        prestart_reference(reference)  # its imports overlap the conversion
     source = resolve(name, step, revision=revision, local=Path(local) if local else None)
     if label is not None:
         if source.repo_id is not None or not label.strip():
             raise CatalogError(f"--label {label!r} names a local directory; {name!r} is a catalogue or hub name, "
                                "which is its own label (give a local path, or drop --label)")
         source = Source(label.strip(), path=source.path)
+    if parity:
+        prestart_reference(reference)  # its imports overlap the conversion
     with timed("load"):
         checkpoint = load_checkpoint(source)
         claim = identity(source, checkpoint)
