@@ -5,8 +5,8 @@ conversion (read, build, write) takes seconds of another. ``prestart()`` launche
 the start of a convert so that it imports while the parent converts; ``ReferenceWorker.submit``
 sends it a job (the checkpoint's HF directory, read by transformers itself, or mbexport's arrays
 where there is no such directory) and ``Pending.outputs`` collects the result. One child serves
-every convert of a process, so a sweep pays the imports once. The child exits when its stdin
-closes: when the parent exits or is killed.
+every convert of a process, so a sweep pays the imports once. The parent kills it at exit; a
+parent killed first closes the child's stdin, and the child exits.
 
 Protocol: pickled ``ReferenceJob`` objects on the child's stdin; on its stdout, for each job,
 a pickled ``("ok", reference name, outputs)`` or ``("error", message)``.
