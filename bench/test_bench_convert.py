@@ -1,18 +1,26 @@
-"""Convert speed: mbexport's direct graph build vs torch.onnx.export + onnxruntime's transformer optimizer.
+"""Convert speed, two ways.
 
-Both take the same BERT-base-shaped pytorch_model.bin checkpoint and end with a fused
-fp32 ONNX file on disk; parity is off for ours (the baseline does none) and timed
-separately. The ratio (baseline / ours) lands in ``extra_info["speedup"]``.
+In this process: mbexport's direct graph build vs torch.onnx.export + onnxruntime's transformer
+optimizer, both on the same BERT-base-shaped checkpoint and ending with a fused fp32 ONNX file;
+parity is off for ours (the baseline does none) and timed separately.
+
+As whole processes (what a user waits for): ``mbexport convert`` with parity against
+``optimum-cli export onnx --optimize O2`` (its validation included) from the peers venv
+(bench/peers.py), on the same checkpoint, in the same run. Ratios (baseline / ours) land in
+``extra_info["speedup"]``.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
 import onnx
 import pytest
+from peers import offline_env, optimum_export, run_timed
 
 pytest.importorskip("torch")
 
@@ -87,3 +95,30 @@ def test_convert_mbexport(benchmark, bert_checkpoint, tmp_path, quick):
     })
     if "baseline" in RESULTS:
         benchmark.extra_info["speedup"] = round(RESULTS["baseline"] / benchmark.stats.stats.mean, 2)
+
+
+def test_convert_process_optimum_cli(benchmark, bert_checkpoint, tmp_path, quick):
+    out = tmp_path / "optimum"
+    command = optimum_export(bert_checkpoint, out)
+    benchmark.group = "convert-process"
+    benchmark.pedantic(lambda: run_timed(command), setup=lambda: shutil.rmtree(out, ignore_errors=True),
+                       rounds=1 if quick else 3, iterations=1)
+    ops = Counter(node.op_type for node in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.node)
+    benchmark.extra_info.update({"engine": "optimum-cli export onnx --optimize O2 (validation included)",
+                                 "fused_attention": ops["Attention"]})
+    RESULTS["optimum_process"] = benchmark.stats.stats.mean
+
+
+def test_convert_process_mbexport(benchmark, bert_checkpoint, tmp_path, quick):
+    out = tmp_path / "ours"
+    command = [str(Path(sys.executable).parent / "mbexport"), "convert", str(bert_checkpoint), "--out", str(out),
+               "--head", "base"]
+    benchmark.group = "convert-process"
+    benchmark.pedantic(lambda: run_timed(command, offline_env(MBEXPORT_HOME=str(tmp_path / "home"))),
+                       setup=lambda: shutil.rmtree(out, ignore_errors=True), rounds=1 if quick else 3, iterations=1)
+    parity = json.loads((out / "mbexport.json").read_text())["parity"]
+    assert parity["passed"] and parity["reference"].startswith("torch")
+    benchmark.extra_info.update({"engine": "mbexport convert (parity against torch included)",
+                                 "parity_max_abs": parity["outputs"]["last_hidden_state"]["max_abs"]})
+    if "optimum_process" in RESULTS:
+        benchmark.extra_info["speedup"] = round(RESULTS["optimum_process"] / benchmark.stats.stats.mean, 2)

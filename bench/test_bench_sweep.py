@@ -3,6 +3,10 @@ in this process (--jobs 1) against two spawned processes (--jobs 2), as whole `m
 
 Each round sweeps into a fresh directory (nothing to skip), so every checkpoint is converted, checked
 against PyTorch (not in quick mode) and embeds the dataset.
+
+Against a peer: a verified sweep of K checkpoints (no embedding) as one `mbexport sweep` process vs K
+`optimum-cli export onnx --optimize O2` processes (bench/peers.py) on the same checkpoints; one sweep
+pays torch's imports once, K peer runs pay them K times.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from peers import optimum_export, run_timed
 
 _tests = Path(__file__).parents[1] / "tests"
 sys.path.insert(0, str(_tests))  # skip_guard, imported by the tests' conftest
@@ -71,3 +76,22 @@ def test_sweep(benchmark, grid_cache, jobs, quick):
                                  "s_per_checkpoint": round(SECONDS[jobs] / checkpoints, 2)})
     if jobs == 2 and 1 in SECONDS:
         benchmark.extra_info["speedup_vs_jobs_1"] = round(SECONDS[1] / SECONDS[2], 2)
+
+
+def test_sweep_verified_vs_optimum_cli(benchmark, grid_cache, tmp_path, quick):
+    root, hf_home, _, seeds = grid_cache
+    steps = ("final",) if quick else ("20k", "200k", "final")
+    sources = [root / "src" / (f"google--multiberts-seed_{seed}" + ("" if step == "final" else f"-step_{step}"))
+               for seed in seeds for step in steps]
+    peer_seconds = 0.0
+    for i, source in enumerate(sources):
+        peer_seconds += run_timed(optimum_export(source, tmp_path / f"optimum-{i}"))
+    env = {**os.environ, **research_fixture.offline_env(hf_home, root)}
+    mbexport = shutil.which("mbexport", path=str(Path(sys.executable).parent)) or "mbexport"
+    out = root / "runs-verified"
+    command = [mbexport, "sweep", "--seeds", f"0-{len(seeds) - 1}", "--steps", ",".join(steps), "--out", str(out)]
+    benchmark.group = "sweep-vs-peer"
+    benchmark.pedantic(lambda: run_timed(command, env), setup=lambda: shutil.rmtree(out, ignore_errors=True),
+                       rounds=1, iterations=1)
+    benchmark.extra_info.update({"checkpoints": len(sources), "parity": True, "optimum_cli_seconds": round(peer_seconds, 2),
+                                 "speedup": round(peer_seconds / benchmark.stats.stats.mean, 2)})

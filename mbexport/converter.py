@@ -22,7 +22,7 @@ from mbexport.export import writer
 from mbexport.export.build import build_model
 from mbexport.export.quantize import quantize_in_place
 from mbexport.families import family_of
-from mbexport.parity import ParityReport, check_parity
+from mbexport.parity import ParityReport, check_parity, prestart_reference, start_reference
 from mbexport.provenance import identity
 from mbexport.sources import load_checkpoint
 from mbexport.spec import sha256_files
@@ -78,11 +78,14 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
             raise CatalogError(f"--label {label!r} names a local directory; {name!r} is a catalogue or hub name, "
                                "which is its own label (give a local path, or drop --label)")
         source = Source(label.strip(), path=source.path)
+    if parity:
+        prestart_reference(reference)  # its imports overlap the conversion
     with timed("load"):
         checkpoint = load_checkpoint(source)
         claim = identity(source, checkpoint)
     with timed("build"):
         built = build_model(checkpoint, head=head, flavor=flavor, precision=precision)
+    started = start_reference(checkpoint, built.head, reference, from_source=True) if parity else None
     target = Path(out) if out else default_out(source, built.head.name, flavor, precision)
     with writer.export_lock(target), _write_errors(target):
         writer.recover(target)
@@ -100,7 +103,8 @@ def convert_detailed(name: str, step: str | None = None, *, out: Path | str | No
             report = None
             if parity:
                 with timed("verify"):
-                    report = check_parity(staging / layout.MODEL, checkpoint, built.head, precision, reference)
+                    report = check_parity(staging / layout.MODEL, checkpoint, built.head, precision, reference,
+                                          started=started)
                 if not report.passed:
                     raise ParityError(f"{source.label}: parity failed, no export written: {report.summary()}")
             figures = report.to_dict() if report else {"skipped": True}
@@ -129,7 +133,8 @@ def verify_export(export_dir: Path, reference: str = "auto") -> ParityReport:
     if head is None:
         raise ExportDirError(f"{export_dir}/mbexport.json names an unknown head {manifest['head']!r}; "
                              "re-run mbexport convert")
-    return check_parity(export_dir / layout.MODEL, checkpoint, head, manifest["precision"], reference)
+    return check_parity(export_dir / layout.MODEL, checkpoint, head, manifest["precision"], reference,
+                        from_source=True)
 
 
 def _source_record(source: Source) -> dict[str, Any]:

@@ -14,10 +14,11 @@ vocabulary and the model, and must agree on argmax.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +31,8 @@ from mbexport.layout import SENTENCE_EMBEDDING as POOLED_OUTPUT
 from mbexport.layout import PooledOutput
 from mbexport.spec import BertSpec, Checkpoint
 
+if TYPE_CHECKING:
+    from mbexport.reference_worker import Pending
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -97,30 +100,29 @@ def text_batch(vocab_dir: Path, spec: BertSpec) -> Feeds:
 
 # --- references ------------------------------------------------------------------------------------
 
-def torch_reference(checkpoint: Checkpoint, head: Head, batches: list[Feeds]) -> list[dict[str, np.ndarray]]:
-    """Outputs of a fresh transformers model (eval mode, eager attention) holding the same weights."""
+def torch_reference(checkpoint: Checkpoint, head: Head, batches: list[Feeds],
+                    model_dir: Path | None = None) -> list[dict[str, np.ndarray]]:
+    """Outputs of a fresh transformers model (eval mode, eager attention) holding the same weights.
+
+    With ``model_dir`` (an HF directory) transformers reads the weights itself, independently of
+    mbexport's reader, so a reader bug shows as a parity failure; otherwise the model gets
+    ``checkpoint.weights``."""
     import torch
-    import transformers
+    import transformers  # a lazy module: only the family's modeling code is imported
 
     family = family_of(checkpoint.spec)
     config = getattr(transformers, family.config_class)(**checkpoint.spec.to_hf_config())
     if head.uses_labels:
         config.num_labels = checkpoint.spec.num_labels
     config.tie_word_embeddings = not any(name in checkpoint.weights for name in family.tied)
-    model = getattr(transformers, head.architecture)(config, **family.reference_options(head, checkpoint.has_pooler))
-    prefix = "" if head.architecture == family.base_class else family.hf_prefix
-    state = {(prefix + k if k.startswith(family.encoder_parts) else k): torch.from_numpy(np.array(v, dtype=np.float32))
-             for k, v in checkpoint.weights.items()}
-    expected = set(model.state_dict())
-    if "cls.predictions.bias" in state:  # one MLM output bias, whichever name the model class reads
-        state.setdefault("cls.predictions.decoder.bias", state["cls.predictions.bias"])
-    tied = tuple(family.tied)
-    missing = {k for k in expected - set(state) if not k.endswith(("position_ids", "decoder.bias", *tied))}
-    if missing:
-        raise ParityError(f"reference model needs weights the checkpoint lacks: {sorted(missing)[:3]}")
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    if config.tie_word_embeddings and any(k.endswith(tied) for k in expected):
-        model.tie_weights()
+    model_class = getattr(transformers, head.architecture)
+    options = family.reference_options(head, checkpoint.has_pooler)
+    if model_dir is not None:
+        model, info = model_class.from_pretrained(model_dir, config=config, dtype=torch.float32,
+                                                  attn_implementation="eager", output_loading_info=True, **options)
+        _check_missing(set(info["missing_keys"]), model_dir, tuple(family.tied))
+    else:
+        model = _model_from_arrays(model_class, config, options, head, checkpoint)
     model.set_attn_implementation("eager")
     model.eval()
     outputs = []
@@ -130,6 +132,43 @@ def torch_reference(checkpoint: Checkpoint, head: Head, batches: list[Feeds]) ->
             outputs.append({name: getattr(result, name).float().numpy() for name in head.outputs
                             if getattr(result, name, None) is not None})
     return outputs
+
+
+def _model_from_arrays(model_class: Any, config: Any, options: dict[str, Any], head: Head,
+                       checkpoint: Checkpoint) -> Any:
+    """The reference model holding ``checkpoint.weights`` (no random init: every weight is assigned)."""
+    import torch
+    from transformers.initialization import no_init_weights
+
+    family = family_of(checkpoint.spec)
+    with no_init_weights():
+        model = model_class(config, **options)
+    prefix = "" if head.architecture == family.base_class else family.hf_prefix
+    state = {(prefix + k if k.startswith(family.encoder_parts) else k): torch.from_numpy(_float32(v))
+             for k, v in checkpoint.weights.items()}
+    expected = set(model.state_dict())
+    if "cls.predictions.bias" in state:  # one MLM output bias, whichever name the model class reads
+        state.setdefault("cls.predictions.decoder.bias", state["cls.predictions.bias"])
+    tied = tuple(family.tied)
+    _check_missing(expected - set(state), checkpoint.source, tied)
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=True)
+    if config.tie_word_embeddings and any(k.endswith(tied) for k in expected):
+        model.tie_weights()
+    return model
+
+
+def _float32(array: np.ndarray) -> np.ndarray:
+    """A writable float32 array, shared with ``array`` when it already is one (torch wants writable)."""
+    if array.dtype == np.float32 and array.flags.writeable and array.flags.c_contiguous:
+        return array
+    return np.array(array, dtype=np.float32)
+
+
+def _check_missing(missing: set[str], where: object, tied: tuple[str, ...]) -> None:
+    """Weights the reference model has and the checkpoint lacks, except those derived or tied."""
+    needed = {k for k in missing if not k.endswith(("position_ids", "decoder.bias", *tied))}
+    if needed:
+        raise ParityError(f"{where}: the reference model needs weights the checkpoint lacks: {sorted(needed)[:3]}")
 
 
 def numpy_reference(checkpoint: Checkpoint, head: Head, batches: list[Feeds]) -> list[dict[str, np.ndarray]]:
@@ -291,41 +330,77 @@ def reference_name(use_torch: bool) -> str:
 
 
 def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether torch and transformers are installed (found, not imported: importing takes seconds)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
 
 
-def check_parity(model_path: Path, checkpoint: Checkpoint, head: Head, precision: str,
-                 reference: str = "auto", providers: list[str] | None = None) -> ParityReport:
-    """Run the export at ``model_path`` and the reference on a random and a real-text batch."""
-    import onnxruntime as ort
-
+def _use_torch(reference: str) -> bool:
     if reference not in ("auto", "torch", "numpy"):
         raise ParityError(f"unknown parity reference {reference!r}; choose auto, torch or numpy")
     use_torch = torch_available() if reference == "auto" else reference == "torch"
     if use_torch and not torch_available():
         raise ParityError("the torch parity reference needs torch and transformers: "
                           "pip install 'mbexport[torch]', or use the numpy reference")
-    batches = [head.feeds(random_batch(checkpoint.spec))]
-    descriptions = ["random ids, right padding, both segments"]
-    batches.append(head.feeds(text_batch(checkpoint.vocab_file, checkpoint.spec)))
-    descriptions.append(f"{len(PARITY_TEXTS)} real texts, native tokenizer")
+    return use_torch
 
+
+def prestart_reference(reference: str = "auto") -> None:
+    """Start the torch reference's process now (when it is the one ``reference`` picks), so that
+    importing torch overlaps the caller's conversion."""
+    if _use_torch(reference):
+        from mbexport import reference_worker
+
+        reference_worker.prestart()
+
+
+@dataclass
+class ReferenceRun:
+    """The parity batches and the reference started on them (before the export exists)."""
+
+    batches: list[Feeds]
+    descriptions: list[str]
+    pending: Pending | None  # the torch reference's job in its process; None: numpy, run when collected
+
+
+def start_reference(checkpoint: Checkpoint, head: Head, reference: str = "auto",
+                    from_source: bool = False) -> ReferenceRun:
+    """Build the parity batches (a random and a real-text one) and start the reference on them.
+
+    ``from_source``: the torch reference reads the weights from the checkpoint's own files where
+    transformers can (an HF directory), not from ``checkpoint.weights`` as mbexport read them."""
+    use_torch = _use_torch(reference)
+    batches = [head.feeds(random_batch(checkpoint.spec)),
+               head.feeds(text_batch(checkpoint.vocab_file, checkpoint.spec))]
+    descriptions = ["random ids, right padding, both segments", f"{len(PARITY_TEXTS)} real texts, native tokenizer"]
+    pending = None
+    if use_torch:
+        from mbexport import reference_worker
+
+        pending = reference_worker.submit(checkpoint, head, batches, from_source)
+    return ReferenceRun(batches, descriptions, pending)
+
+
+def check_parity(model_path: Path, checkpoint: Checkpoint, head: Head, precision: str,
+                 reference: str = "auto", providers: list[str] | None = None,
+                 started: ReferenceRun | None = None, from_source: bool = False) -> ParityReport:
+    """Run the export at ``model_path`` and the reference (``started``, or started now) on the same batches."""
+    from mbexport._ort import onnxruntime as ort
+
+    run = started or start_reference(checkpoint, head, reference, from_source)
     session = ort.InferenceSession(str(model_path), providers=providers or ["CPUExecutionProvider"])
     output_names = [o.name for o in session.get_outputs()]
-    ours = [dict(zip(output_names, session.run(None, feeds))) for feeds in batches]
-    refs = (torch_reference if use_torch else numpy_reference)(checkpoint, head, batches)
+    ours = [dict(zip(output_names, session.run(None, feeds))) for feeds in run.batches]
+    if run.pending is not None:
+        name, refs = run.pending.outputs()
+    else:
+        name, refs = reference_name(False), numpy_reference(checkpoint, head, run.batches)
     if POOLED_OUTPUT in output_names:  # the in-graph pooling against host pooling of the reference's states
         pooled = PooledOutput.of(checkpoint.embedding)
-        for ref, feeds in zip(refs, batches):
+        for ref, feeds in zip(refs, run.batches):
             ref[POOLED_OUTPUT] = host_pooled(ref, feeds["attention_mask"], pooled)
 
-    report = ParityReport(reference_name(use_torch), precision, descriptions)
-    masks = [feeds["attention_mask"] for feeds in batches]
-    for name in output_names:
-        report.outputs.append(compare(name, [o[name] for o in ours], [r[name] for r in refs], masks, precision))
+    report = ParityReport(name, precision, run.descriptions)
+    masks = [feeds["attention_mask"] for feeds in run.batches]
+    for output in output_names:
+        report.outputs.append(compare(output, [o[output] for o in ours], [r[output] for r in refs], masks, precision))
     return report

@@ -227,7 +227,7 @@ async def _tei(body: Any, served: Served, limits: ServeLimits) -> Response:
     return JSONResponse(rows.tolist())
 
 
-def _flag(body: dict, key: str, default: bool) -> bool:
+def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
     value = body.get(key, default)
     if value is None:
         return default

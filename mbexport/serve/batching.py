@@ -70,7 +70,7 @@ class _Job:
     cu: np.ndarray  # int64 cumulative lengths, cu[0] == 0
     tokens: int  # real tokens after truncation
     normalize: bool
-    future: asyncio.Future
+    future: asyncio.Future[np.ndarray]
     rows: np.ndarray  # [texts, hidden] float32, filled as its texts' batches finish
     left: int  # texts not embedded yet
     enqueued: float = field(default_factory=time.perf_counter)
@@ -108,7 +108,7 @@ class Coalescer:
         self._closing = False
         self._arrived = asyncio.Event()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mbexport-serve-{name}")
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"mbexport-batcher-{self.name}")
@@ -121,7 +121,7 @@ class Coalescer:
             await self._task
         self._worker.shutdown(wait=True)
 
-    def submit(self, ids: np.ndarray, cu: np.ndarray, tokens: int, normalize: bool) -> asyncio.Future:
+    def submit(self, ids: np.ndarray, cu: np.ndarray, tokens: int, normalize: bool) -> asyncio.Future[np.ndarray]:
         """Queue one request's texts; the future gets their rows ([texts, hidden] float32)."""
         if self._closing:
             raise Closing(self.name)

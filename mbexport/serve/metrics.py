@@ -22,13 +22,17 @@ class Metrics:
         self.request_seconds = Histogram("mbexport_request_seconds", "time from body read to response, per endpoint",
                                          ["endpoint"], buckets=_SECONDS_BUCKETS, registry=r)
         self.texts = Counter("mbexport_texts", "texts embedded", ["model"], registry=r)
-        self.tokens = Counter("mbexport_tokens", "real tokens embedded (after truncation)", ["model"], registry=r)
-        self.queue_texts = Gauge("mbexport_queue_texts", "texts accepted and waiting for a batch", ["model"], registry=r)
+        self.tokens = Counter("mbexport_tokens", "real tokens embedded (after truncation)", ["model"],
+                              registry=r)
+        self.queue_texts = Gauge("mbexport_queue_texts", "texts accepted and waiting for a batch", ["model"],
+                                 registry=r)
         self.queue_requests = Gauge("mbexport_queue_requests", "requests accepted and waiting for a batch", ["model"],
                                     registry=r)
-        self.queue_seconds = Histogram("mbexport_queue_seconds", "time a request waits before it joins the batching pool",
+        self.queue_seconds = Histogram("mbexport_queue_seconds",
+                                       "time a request waits before it joins the batching pool",
                                        ["model"], buckets=_SECONDS_BUCKETS, registry=r)
-        self.rejected = Counter("mbexport_rejected", "requests refused because the queue was full", ["model"], registry=r)
+        self.rejected = Counter("mbexport_rejected", "requests refused because the queue was full", ["model"],
+                                registry=r)
         self.batches = Counter("mbexport_batches", "coalesced batches (one Embedder call each)", ["model"], registry=r)
         self.model_batches = Counter("mbexport_model_batches", "padded batches the model ran (native Batcher)",
                                      ["model"], registry=r)
