@@ -14,7 +14,7 @@ import mbexport
 from mbexport import reference_worker
 from mbexport.catalog import Source
 from mbexport.errors import ParityError
-from mbexport.export.heads import HEAD_CONFIGS
+from mbexport.heads import HEADS
 from mbexport.parity import random_batch, start_reference, text_batch, torch_reference
 from mbexport.sources import hf_dir, load_checkpoint
 
@@ -30,8 +30,8 @@ def test_reader_bug_fails_parity(tiny_checkpoint, tmp_path, monkeypatch):
     src = tiny_checkpoint(head="pretraining", fmt="safetensors")
     canonical = hf_dir._canonical_weights
 
-    def misread(raw, label):
-        weights = canonical(raw, label)
+    def misread(raw, label, family):
+        weights = canonical(raw, label, family)
         weights["encoder.layer.1.output.dense.weight"] = weights["encoder.layer.1.output.dense.weight"].copy()
         weights["encoder.layer.1.output.dense.weight"][0, 0] += 0.05
         return weights
@@ -49,7 +49,7 @@ def test_reader_bug_fails_parity(tiny_checkpoint, tmp_path, monkeypatch):
 def test_reference_from_files_equals_reference_from_arrays(tiny_checkpoint, head, fmt, as_head):
     """transformers reading the directory and mbexport's arrays give the same reference, head by head."""
     src = tiny_checkpoint(head=head, fmt=fmt)
-    checkpoint, config = load(src), HEAD_CONFIGS[as_head]
+    checkpoint, config = load(src), HEADS[as_head]
     batches = [random_batch(checkpoint.spec), text_batch(checkpoint.vocab_file, checkpoint.spec)]
     from_files = torch_reference(checkpoint, config, batches, model_dir=src)
     from_arrays = torch_reference(checkpoint, config, batches)
@@ -62,7 +62,7 @@ def test_reference_from_files_equals_reference_from_arrays(tiny_checkpoint, head
 def test_child_reference_equals_in_process_reference(tiny_checkpoint):
     """The child process answers what torch_reference computes here, for jobs sent one after another."""
     checkpoint = load(tiny_checkpoint(head="pretraining", fmt="bin"))
-    config = HEAD_CONFIGS["pretraining"]
+    config = HEADS["pretraining"]
     runs = [start_reference(checkpoint, config, "torch", from_source=source) for source in (True, False)]
     expected = torch_reference(checkpoint, config, runs[0].batches)
     for run in runs:
@@ -78,7 +78,7 @@ def test_child_reference_equals_in_process_reference(tiny_checkpoint):
 def test_dead_reference_process_is_a_parity_error(tiny_checkpoint):
     """A reference process that dies mid-job fails parity with a clear message; the next job gets a new one."""
     checkpoint = load(tiny_checkpoint(head="base", fmt="safetensors"))
-    config = HEAD_CONFIGS["base"]
+    config = HEADS["base"]
     run = start_reference(checkpoint, config, "torch", from_source=True)
     reference_worker.worker()._process.kill()
     with pytest.raises(ParityError, match="torch parity reference failed: its process exited"):
