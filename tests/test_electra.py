@@ -384,3 +384,17 @@ def test_embedder_on_an_electra_export(tmp_path: Path) -> None:
     mask = encoded["attention_mask"].unsqueeze(-1).float()
     reference = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
     np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+def test_head_choice_is_the_familys(tmp_path: Path) -> None:
+    """--head names ELECTRA's own heads; BERT's are refused with the choices ELECTRA has."""
+    from mbexport.errors import ExportError
+    from mbexport.export.build import build_model
+
+    checkpoint = load(save_hf(make_model("discriminator"), tmp_path / "src", "safetensors"))
+    assert build_model(checkpoint, head="auto").head.name == "discriminator"
+    assert build_model(checkpoint, head="base").outputs == ["last_hidden_state"]
+    with pytest.raises(ExportError, match="has no generator head"):
+        build_model(checkpoint, head="generator")
+    with pytest.raises(ExportError, match="unknown head 'pretraining'; choose one of: auto, base, discriminator"):
+        build_model(checkpoint, head="pretraining")
