@@ -398,3 +398,12 @@ def test_head_choice_is_the_familys(tmp_path: Path) -> None:
         build_model(checkpoint, head="generator")
     with pytest.raises(ExportError, match="unknown head 'pretraining'; choose one of: auto, base, discriminator"):
         build_model(checkpoint, head="pretraining")
+
+
+def test_weights_of_an_unsupported_electra_head_are_refused(tmp_path: Path) -> None:
+    """ElectraForTokenClassification's classifier is not a head mbexport builds: one line naming it."""
+    source = save_hf(make_model("base"), tmp_path / "src", "safetensors")
+    model = transformers.ElectraForTokenClassification(transformers.ElectraConfig(**ELECTRA_CONFIG))
+    model.save_pretrained(source)
+    with pytest.raises(CheckpointFormatError, match="no part of a 2-layer ELECTRA uses: classifier.bias"):
+        load(source)
