@@ -144,15 +144,21 @@ def test_hf_directory_converts_through_the_cli(tmp_path: Path, head: str, fmt: s
     assert transformers.AutoConfig.from_pretrained(out).embedding_size == 20
 
 
-@pytest.mark.parametrize("flavor", ["fused", "portable"])
-def test_api_convert_generator_fused_and_portable(tmp_path: Path, flavor: str) -> None:
+# fp16 on the discriminator: this tiny random generator has a top-2 vocab gap of 5e-5 at one
+# token, which float16 cannot resolve, so its argmax-agreement gate would test the model, not us.
+@pytest.mark.parametrize(("head", "flavor", "precision"),
+                         [("generator", "fused", "fp32"), ("generator", "portable", "fp32"),
+                          ("discriminator", "fused", "fp16")])
+def test_api_convert(tmp_path: Path, head: str, flavor: str, precision: str) -> None:
     import mbexport
 
-    model = make_model("generator")
+    model = make_model(head)
     source = save_hf(model, tmp_path / "src", "safetensors")
-    out = mbexport.convert(str(source), out=tmp_path / "export", flavor=flavor)
-    assert json.loads((out / "mbexport.json").read_text())["outputs"] == ["logits"]
-    assert_matches_model(out, model, source)
+    out = mbexport.convert(str(source), out=tmp_path / "export", flavor=flavor, precision=precision)
+    manifest = json.loads((out / "mbexport.json").read_text())
+    assert manifest["outputs"] == ["logits"] and manifest["parity"]["passed"]
+    if precision == "fp32":
+        assert_matches_model(out, model, source)
 
 
 def test_untied_generator_output_layer_is_its_own(tmp_path: Path) -> None:
@@ -320,6 +326,8 @@ def test_tf1_checkpoint_converts_each_network(tmp_path: Path, tf1_checkpoint, ne
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "mbexport.json").read_text())["head"] == network
     assert_matches_model(out, model, local)
+    reverify = run_mbexport("parity", str(out), text=True)  # finds the head in ELECTRA's family again
+    assert reverify.returncode == 0, reverify.stderr
 
 
 def test_tf1_unknown_tensor_is_named(tmp_path: Path, tf1_checkpoint) -> None:
@@ -377,3 +385,26 @@ def test_embedder_on_an_electra_export(tmp_path: Path) -> None:
     mask = encoded["attention_mask"].unsqueeze(-1).float()
     reference = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
     np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+def test_head_choice_is_the_familys(tmp_path: Path) -> None:
+    """--head names ELECTRA's own heads; BERT's are refused with the choices ELECTRA has."""
+    from mbexport.errors import ExportError
+    from mbexport.export.build import build_model
+
+    checkpoint = load(save_hf(make_model("discriminator"), tmp_path / "src", "safetensors"))
+    assert build_model(checkpoint, head="auto").head.name == "discriminator"
+    assert build_model(checkpoint, head="base").outputs == ["last_hidden_state"]
+    with pytest.raises(ExportError, match="has no generator head"):
+        build_model(checkpoint, head="generator")
+    with pytest.raises(ExportError, match="unknown head 'pretraining'; choose one of: auto, base, discriminator"):
+        build_model(checkpoint, head="pretraining")
+
+
+def test_weights_of_an_unsupported_electra_head_are_refused(tmp_path: Path) -> None:
+    """ElectraForTokenClassification's classifier is not a head mbexport builds: one line naming it."""
+    source = save_hf(make_model("base"), tmp_path / "src", "safetensors")
+    model = transformers.ElectraForTokenClassification(transformers.ElectraConfig(**ELECTRA_CONFIG))
+    model.save_pretrained(source)
+    with pytest.raises(CheckpointFormatError, match="no part of a 2-layer ELECTRA uses: classifier.bias"):
+        load(source)

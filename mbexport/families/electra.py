@@ -28,7 +28,7 @@ discriminator; the other network's tensors are skipped.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -37,6 +37,7 @@ import numpy as np
 
 from mbexport.export.encoder import activation, layer_norm
 from mbexport.families.base import OTHER_NETWORK, ModelFamily
+from mbexport.heads import architectures_of
 from mbexport.heads.core import (
     Feeds,
     Head,
@@ -248,7 +249,8 @@ class ElectraFamily(ModelFamily):
     tied: ClassVar[Mapping[str, str]] = {"generator_lm_head.weight": "embeddings.word_embeddings.weight"}
     encoder_parts = ("embeddings.", "embeddings_project.", "encoder.")
 
-    def claims_names(self, names: Any) -> bool:
+    def claims_names(self, names: Iterable[str]) -> bool:
+        """HF ``electra.*`` names, or TF1 names of either network or the discriminator's head."""
         return any(n.startswith(("electra.", "electra/", "generator/", "discriminator_predictions"))
                    for n in names)
 
@@ -285,8 +287,7 @@ class ElectraFamily(ModelFamily):
 def generator_network(config: Mapping[str, Any]) -> bool:
     """Whether a config describes ELECTRA's generator (transformers publishes the generators'
     configs with ``architectures: ["ElectraForMaskedLM"]``) rather than its discriminator."""
-    architectures = config.get("architectures")
-    return isinstance(architectures, list) and ARCHITECTURES["generator"] in architectures
+    return ARCHITECTURES["generator"] in architectures_of(config)
 
 
 ELECTRA = ElectraFamily()
