@@ -36,7 +36,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("sentence_transformers")
-from test_bench_embed import mixed_texts  # bench/ is on sys.path
+from test_bench_embed import mixed_texts  # noqa: E402 - bench/ is on sys.path; after the skips above
 
 MAX_LENGTH = 128
 THREADS = 2

@@ -324,7 +324,8 @@ class Checkpoint:
         unused = sorted(set(self.weights) - set(known))
         if unused:
             raise CheckpointFormatError(
-                f"{self.source}: {len(unused)} weight(s) that no part of a {self.spec.num_layers}-layer {self.spec.family.upper()} uses: "
+                f"{self.source}: {len(unused)} weight(s) that no part of a {self.spec.num_layers}-layer "
+                f"{self.spec.family.upper()} uses: "
                 f"{', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}; the config describes a different "
                 "architecture (more layers? relative positions?) than the weights, fix it or use the right checkpoint")
         for name in ("pooler.dense.weight", "pooler.dense.bias", *self.spec.optional_shapes()):
