@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,7 @@ def test_auto_falls_back_with_one_plain_line(minilm_export):
               "a = Embedder(sys.argv[1], device='auto'); b = Embedder(sys.argv[1], device='auto')\n"
               "print(a.device, b.device, a.embed(['fallback works']).shape)")
     result = subprocess.run([sys.executable, "-c", script, str(minilm_export)], capture_output=True, text=True,
-                            timeout=300, check=False)
+                            timeout=300, cwd=tempfile.gettempdir(), check=False)  # not the source folder
     assert result.returncode == 0, result.stderr
     assert result.stdout == "cpu cpu (1, 384)\n"
     why = "; ".join(p.splitlines()[0] for p in cuda_problems())

@@ -401,7 +401,7 @@ def test_head_choice_is_the_familys(tmp_path: Path) -> None:
 
     checkpoint = load(save_hf(make_model("discriminator"), tmp_path / "src", "safetensors"))
     assert build_model(checkpoint, head="auto").head.name == "discriminator"
-    assert build_model(checkpoint, head="base").outputs == ["last_hidden_state"]
+    assert build_model(checkpoint, head="base").outputs == ["last_hidden_state", "sentence_embedding"]
     with pytest.raises(ExportError, match="has no generator head"):
         build_model(checkpoint, head="generator")
     with pytest.raises(ExportError, match="unknown head 'pretraining'; choose one of: auto, base, discriminator"):
