@@ -122,6 +122,8 @@ class ReferenceWorker:
         self._jobs.put(None)
         self._process.kill()
         self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
 
 
 _worker: ReferenceWorker | None = None
