@@ -97,6 +97,9 @@ class WordPieceTokenizer:
         [CLS] A [SEP] (B [SEP]), truncated longest_first to max_length (-1: none). No padding."""
 
 # ----------------------------------------------------------------------------- batching
+DEFAULT_BATCH_TOKENS: dict[str, int]  # padded tokens per batch by default: {"cpu": ..., "cuda": ...}
+DEFAULT_PAD_MULTIPLE: int
+
 class Batcher:
     """Plans one window of tokenized sequences (packed ids + cumulative lengths) into batches:
     longest first within each ``window`` sequences, rows x padded length <= batch_tokens (real

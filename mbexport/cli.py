@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from mbexport import _native
 from mbexport.errors import MbexportError
 from mbexport.families import head_names
 
@@ -52,6 +53,7 @@ KeepExports = Literal["none", "final", "all"]
 Backend = Literal["local", "ray"]
 ProbeMetric = Literal["accuracy", "error"]
 
+BATCH_TOKENS_DEFAULT = "default: {cpu} CPU, {cuda} CUDA".format(**_native.DEFAULT_BATCH_TOKENS)
 STAGE_LABELS = {"load": "Loading checkpoint", "build": "Building ONNX graph", "write": "Writing export",
                 "verify": "Checking parity", "commit": "Moving into place"}
 
@@ -215,7 +217,7 @@ def embed(
     pooling: Annotated[Optional[Pooling], typer.Option(help="how token vectors become one vector per text (default: what the model says, else cls)")] = None,
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalize each vector (default: what the model says, else no)")] = None,
     max_length: Annotated[Optional[int], typer.Option(min=2, help="truncate texts to this many tokens (default: what the model says, else its maximum)")] = None,
-    batch_tokens: Annotated[Optional[int], typer.Option(min=1, help="padded tokens per batch (default: 2048 CPU, 65536 CUDA)")] = None,
+    batch_tokens: Annotated[Optional[int], typer.Option(min=1, help=f"padded tokens per batch ({BATCH_TOKENS_DEFAULT})")] = None,
     device: Annotated[Device, typer.Option(help="auto: CUDA when usable, else CPU")] = "cpu",
     threads: Annotated[Optional[int], typer.Option(min=1, help="onnxruntime intra-op threads (default: all cores)")] = None,
     skip_bad_lines: Annotated[bool, typer.Option("--skip-bad-lines", help="skip (and count) lines that are not UTF-8/JSON")] = False,
@@ -301,7 +303,7 @@ def serve(
     pooling: Annotated[Optional[Pooling], typer.Option(help="default: what the export means")] = None,
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalize (default: what the export means; TEI requests choose)")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="longest input in tokens (default: the model's)")] = None,
-    batch_tokens: Annotated[Optional[int], typer.Option(help="padded tokens per model batch (default: 2048 CPU, 65536 CUDA)")] = None,
+    batch_tokens: Annotated[Optional[int], typer.Option(help=f"padded tokens per model batch ({BATCH_TOKENS_DEFAULT})")] = None,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: all cores)")] = None,
     max_inputs: Annotated[int, typer.Option(help="texts per request (413 beyond)")] = 2048,
     max_body_bytes: Annotated[int, typer.Option(help="request body size (413 beyond)")] = 16 * 1024 * 1024,

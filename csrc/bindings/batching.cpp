@@ -200,7 +200,7 @@ void RegisterBatcher(py::module_& m) {
                     const py::handle&, bool, const py::handle&, const py::handle&, int64_t,
                     std::optional<CArray<int32_t>>>(),
            py::arg("ids"), py::arg("cu"), py::kw_only(), py::arg("max_length") = 0,
-           py::arg("batch_tokens") = batching::kDefaultBatchTokens,
+           py::arg("batch_tokens") = batching::kDefaultBatchTokensCpu,
            py::arg("pad_multiple") = batching::kDefaultPadMultiple, py::arg("packed") = false,
            py::arg("window") = 0, py::arg("max_rows") = 0, py::arg("pad_id") = 0, py::arg("type_ids") = py::none())
       .def("__len__", [](const PyBatcher& b) { return b.plan().batches(); })
@@ -330,6 +330,11 @@ void RegisterScatterRows(py::module_& m) {
 }  // namespace
 
 void RegisterBatching(py::module_& m) {
+  py::dict batch_tokens;
+  batch_tokens["cpu"] = batching::kDefaultBatchTokensCpu;
+  batch_tokens["cuda"] = batching::kDefaultBatchTokensCuda;
+  m.attr("DEFAULT_BATCH_TOKENS") = batch_tokens;
+  m.attr("DEFAULT_PAD_MULTIPLE") = batching::kDefaultPadMultiple;
   RegisterBatcher(m);
   RegisterHostBuffer(m);
   RegisterCudaStager(m);

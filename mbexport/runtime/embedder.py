@@ -51,11 +51,8 @@ from mbexport.semantics import export_semantics
 from mbexport.semantics import resolve as resolve_semantics
 from mbexport.tokenizer import WordPieceTokenizer
 
-PAD_MULTIPLE = 8
+PAD_MULTIPLE = _native.DEFAULT_PAD_MULTIPLE
 DEFAULT_WINDOW = 2048  # texts sorted together; also embed_iter's chunk size
-# Padded tokens per batch. CPU: small batches keep activations in cache (MiniLM, 2 cores:
-# 1k-2k tokens ran 5-15% faster than 4k-8k at S = 32..128); GPU: large batches fill the device.
-DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 65536}
 
 
 @dataclass
@@ -120,7 +117,7 @@ class Embedder:
         self.window = window
         self.device = resolve_device(device)
         backend = BACKENDS[self.device]
-        self.batch_tokens = batch_tokens or DEFAULT_BATCH_TOKENS[backend.device]
+        self.batch_tokens = batch_tokens or _native.DEFAULT_BATCH_TOKENS[backend.device]
         if self.batch_tokens < self.max_length:
             raise ArgumentError(f"batch_tokens (--batch-tokens, default {self.batch_tokens} on {self.device}) must "
                                 f"be >= max_length ({self.max_length}); pass a larger batch_tokens")
