@@ -7,6 +7,7 @@ variety) so a transposed or mis-split weight cannot pass parity by accident.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from skip_guard import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401  (hooks)
@@ -79,6 +81,27 @@ def tiny_vocab() -> list[str]:
     return words
 
 
+def load_fixture_module(path: Path, name: str) -> ModuleType:
+    """A helper script under tests/fixtures (not a package) imported as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def scale_random_weights(model) -> None:  # noqa: ANN001 - a torch module; torch is optional here
+    """Random weights large enough that every layer does real work (LayerNorm gains near 1)."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.2 * torch.randn_like(p))
+            else:
+                p.copy_(0.08 * torch.randn_like(p))
+
+
 def write_tiny_checkpoint(
     out: Path, head: str = "pretraining", fmt: str = "bin", seed: int = 0, config: dict | None = None
 ) -> Path:
@@ -94,12 +117,7 @@ def write_tiny_checkpoint(
     if head in ("classification", "token-classification"):
         cfg.num_labels = 3
     model = getattr(transformers, ARCHITECTURES[head])(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            else:
-                p.copy_(0.08 * torch.randn_like(p))
+    scale_random_weights(model)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=(fmt == "safetensors"))
     if fmt == "bin" and not (out / "pytorch_model.bin").exists():

@@ -12,15 +12,12 @@ mbexport's own parity code, against the transformers model that wrote the checkp
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
-from conftest import TINY_CONFIG, run_mbexport, tiny_vocab
+from conftest import TINY_CONFIG, load_fixture_module, run_mbexport, scale_random_weights, tiny_vocab
 
 from mbexport.catalog import Source
 from mbexport.errors import CheckpointFormatError
@@ -45,15 +42,7 @@ CLASSES = {"base": "ElectraModel", "discriminator": "ElectraForPreTraining", "ge
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def _load_module(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bundle = _load_module(FIXTURES / "tf" / "bundle_writer.py", "_mbexport_tf_bundle_writer_electra")
+bundle = load_fixture_module(FIXTURES / "tf" / "bundle_writer.py", "_mbexport_tf_bundle_writer_electra")
 
 
 def load(directory: Path) -> Checkpoint:
@@ -67,12 +56,7 @@ def make_model(head: str, config: dict | None = None, seed: int = 0, **options: 
     if head == "classification":
         cfg.num_labels = 3
     model = getattr(transformers, CLASSES[head])(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            else:
-                p.copy_(0.08 * torch.randn_like(p))
+    scale_random_weights(model)
     model.tie_weights()
     model.set_attn_implementation("eager")
     return model

@@ -11,7 +11,6 @@ torch/transformers themselves. Memory bombs run in a subprocess under an address
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pickle
@@ -23,13 +22,12 @@ import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import TINY_CONFIG, run_mbexport, tiny_vocab
+from conftest import TINY_CONFIG, load_fixture_module, run_mbexport, tiny_vocab
 from safetensors.numpy import save_file
 
 from mbexport.errors import CheckpointFormatError, SourceNotFoundError, UnsafeCheckpointError
@@ -44,15 +42,7 @@ TF = Path(__file__).parent / "fixtures" / "tf"
 MEMORY_CAP = 1536 << 20  # bytes of address space a bomb test's subprocess may use
 
 
-def _load_module(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-writer = _load_module(TF / "bundle_writer.py", "_mbexport_tf_bundle_writer")
+writer = load_fixture_module(TF / "bundle_writer.py", "_mbexport_tf_bundle_writer")
 
 
 # ---------------------------------------------------------------------------------------------

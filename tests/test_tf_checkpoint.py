@@ -10,15 +10,13 @@ come from tests/fixtures/tf/bundle_writer.py, which reproduces TF's .index files
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from conftest import load_fixture_module
 
 from mbexport.errors import CheckpointFormatError, ShapeError, SourceNotFoundError
 from mbexport.sources import crc, tf_bundle
@@ -35,16 +33,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TF = FIXTURES / "tf"
 
 
-def _load_module(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-maker = _load_module(FIXTURES / "make_tf_checkpoints.py", "_mbexport_make_tf_checkpoints")
-writer = _load_module(TF / "bundle_writer.py", "_mbexport_tf_bundle_writer")
+maker = load_fixture_module(FIXTURES / "make_tf_checkpoints.py", "_mbexport_make_tf_checkpoints")
+writer = load_fixture_module(TF / "bundle_writer.py", "_mbexport_tf_bundle_writer")
 CONFIG = json.loads((TF / "pretraining" / "bert_config.json").read_text())
 
 
