@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import run_mbexport, write_tiny_checkpoint
+from conftest import TINY_CONFIG, run_mbexport, scale_random_weights, tiny_vocab, write_tiny_checkpoint
 from packed_reference import evaluator
 
 from mbexport import _native
@@ -163,6 +163,23 @@ def test_minilm_packed_equals_padded(minilm_dir, tmp_path):
     (ours, want, mask), = run_both(built, tmp_path, packed, padded)
     assert np.abs(ours["last_hidden_state"] - want["last_hidden_state"][mask.astype(bool)]).max() <= 1e-4
     assert np.abs(ours["sentence_embedding"] - want["sentence_embedding"]).max() <= 1e-5
+
+
+def test_electra_packed_projects_embeddings(tmp_path):
+    """ELECTRA (embedding width 20 != hidden 36): the family's embeddings_project runs on the packed tokens."""
+    transformers = pytest.importorskip("transformers")
+    config = {k: v for k, v in TINY_CONFIG.items() if k not in ("hidden_dropout_prob", "attention_probs_dropout_prob")}
+    model = transformers.ElectraModel(transformers.ElectraConfig(**config, embedding_size=20)).eval()
+    scale_random_weights(model)
+    source = tmp_path / "electra"
+    model.save_pretrained(source)
+    (source / "vocab.txt").write_text("\n".join(tiny_vocab()) + "\n", encoding="utf-8")
+    built = build_model(checkpoint_with(source), head="base", flavor="packed")
+    assert any(n.name.startswith("embeddings_project") for n in built.packed.skeleton.graph.node)
+    packed, padded = batchers(source, TEXTS, max_length=32, batch_tokens=64)
+    for ours, want, mask in run_both(built, tmp_path, packed, padded):
+        assert np.abs(ours["last_hidden_state"] - want["last_hidden_state"][mask.astype(bool)]).max() <= 1e-5
+        assert np.abs(ours["sentence_embedding"] - want["sentence_embedding"]).max() <= 1e-5
 
 
 @pytest.mark.parametrize(("head", "precision", "message"), [
