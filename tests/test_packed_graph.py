@@ -151,6 +151,50 @@ def test_one_token_and_full_length_rows(tiny_base, tmp_path):
     assert np.abs(ours["sentence_embedding"] - want["sentence_embedding"]).max() <= 1e-5
 
 
+def onnxruntime_part(model: onnx.ModelProto, first: int, last: int, inputs: list[onnx.ValueInfoProto],
+                     outputs: list[str]) -> ort.InferenceSession:
+    """onnxruntime (CPU) on nodes ``first``..``last`` of ``model``: the parts around PackedAttention."""
+    graph = onnx.helper.make_graph(model.graph.node[first:last + 1], "part", inputs,
+                                   [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in outputs],
+                                   initializer=model.graph.initializer)
+    part = onnx.helper.make_model(graph, opset_imports=model.opset_import)
+    part.ir_version = model.ir_version
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the part leaves most weights unused: not worth a warning each
+    return ort.InferenceSession(part.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize(("pooling", "normalize"), POOLINGS)
+def test_onnxruntime_runs_the_ops_around_packed_attention(tiny_base, pooling, normalize):
+    """onnxruntime's own kernels take the packed graph's embeddings (a [1, tokens] row with position ids,
+    longer than the position table) and its pooling tail, and agree with the reference runtime there."""
+    built = build_model(checkpoint_with(tiny_base, pooling, normalize), head="base", flavor="packed")
+    model = built.packed.model
+    names = [n.name for n in model.graph.node]
+    reference = evaluator(model)
+    packed, _ = batchers(tiny_base, TEXTS * 20, max_length=32, batch_tokens=10_000)
+    _, *arrays = packed.packed(0)
+    feeds = dict(zip(PACKED_INPUTS, arrays))
+    assert len(arrays[0]) > 64  # more tokens than position embeddings: positions come from position_ids
+    # embeddings: the inputs through EmbedLayerNormalization to [tokens, H]
+    embeddings = onnxruntime_part(model, 0, names.index("embeddings/Squeeze"), list(model.graph.input)[:3],
+                                  ["embeddings/Squeeze"])
+    want = reference.run(["embeddings/Squeeze"], feeds)[0]
+    got = embeddings.run(None, {k: feeds[k] for k in PACKED_INPUTS[:3]})[0]
+    assert np.abs(got - want).max() <= 1e-5
+    # the tail: from the last layer's output to every graph output (pooler, last_hidden_state, pooling)
+    tail_start = max(i for i, node in enumerate(model.graph.node) if node.op_type == "SkipLayerNormalization")
+    hidden_name = model.graph.node[tail_start].output[0]
+    hidden = onnx.helper.make_tensor_value_info(hidden_name, onnx.TensorProto.FLOAT, None)
+    tail = onnxruntime_part(model, tail_start + 1, len(names) - 1, [hidden, *list(model.graph.input)[3:]],
+                            built.packed.outputs)
+    state = reference.run([hidden_name], feeds)[0]
+    got = tail.run(None, {hidden_name: state, "token_offset": feeds["token_offset"], "cu_seqlens": feeds["cu_seqlens"]})
+    want = reference.run(built.packed.outputs, feeds)
+    for name, a, b in zip(built.packed.outputs, got, want, strict=True):
+        assert np.abs(a - b).max() <= 1e-5, name
+
+
 def test_minilm_packed_equals_padded(minilm_dir, tmp_path):
     """The real all-MiniLM-L6-v2 (mean pooling, normalised, as its sentence-transformers config says)."""
     checkpoint = checkpoint_with(minilm_dir)

@@ -33,8 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
 from mbexport.export.encoder import Weights, embeddings_fused, encoder_layer, qkv_weights
 from mbexport.export.graph import Graph
@@ -45,7 +44,7 @@ from mbexport.spec import BertSpec
 
 INPUT_DIMS: dict[str, tuple[str, ...]] = {
     "input_ids": ("tokens",), "token_type_ids": ("tokens",), "position_ids": ("tokens",),
-    "token_offset": ("batch", "sequence"), "cu_seqlens": ("rows_plus_one",),
+    "token_offset": ("batch", "sequence"), "cu_seqlens": ("batch_plus_1",),
 }
 # The outputs a packed graph can have, and their dims.
 OUTPUT_DIMS: dict[str, tuple[str, ...]] = {
@@ -112,8 +111,8 @@ def _packed_mean(g: Graph, hidden: str, starts: str) -> str:
                    "pooling/indices/Unsqueeze")
     cells = g.op("Unsqueeze", [g.op("Size", ["token_offset"], "pooling/cells"), axis0], "pooling/cells/Unsqueeze")
     width = g.op("Shape", [hidden], "pooling/hidden_size", start=1)
-    zeros = g.op("ConstantOfShape", [g.op("Concat", [cells, width], "pooling/zeros_shape", axis=0)], "pooling/zeros",
-                 value=_float_scalar(0.0))
+    zeros = g.op("ConstantOfShape", [g.op("Concat", [cells, width], "pooling/zeros_shape", axis=0)],
+                 "pooling/zeros")  # float32 zeros by default
     restored = g.op("ScatterND", [zeros, indices, hidden], "pooling/ScatterND")
     shape = g.op("Concat", [g.op("Shape", ["token_offset"], "pooling/padded_shape"), width], "pooling/shape", axis=0)
     padded = g.op("Reshape", [restored, shape], "pooling/Reshape")
@@ -125,8 +124,3 @@ def _packed_mean(g: Graph, hidden: str, starts: str) -> str:
                  to=TensorProto.FLOAT)
     floor = g.op("Max", [count, g.const("pool_one", 1.0, np.float32)], "pooling/count/Max")
     return str(g.op("Div", [summed, floor], "pooling/Div"))
-
-
-def _float_scalar(value: float) -> onnx.TensorProto:
-    """ConstantOfShape's ``value`` attribute: a one-element float32 tensor."""
-    return numpy_helper.from_array(np.array([value], dtype=np.float32), "value")
