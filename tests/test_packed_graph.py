@@ -4,8 +4,8 @@ numpy contrib ops written from their schemas (tests/packed_reference.py), since 
 kernel for PackedAttention -- equal to the padded fused fp32 export run by onnxruntime on the same texts.
 
 Tolerances: tiny random checkpoints, every output <= 1e-5 max |diff| (measured ~1e-6: float64 numpy
-vs onnxruntime's float32 kernels); MiniLM (384 hidden, 6 layers) last_hidden_state <= 1e-4 (DESIGN's
-fp32 parity bound) and sentence_embedding <= 1e-5 (the in-graph pooling bound).
+vs onnxruntime's float32 kernels); MiniLM (384 hidden, 6 layers) last_hidden_state <= 2e-5 (measured
+3.1e-6; DESIGN's fp32 parity bound is 1e-4) and sentence_embedding <= 1e-5 (the in-graph pooling bound).
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ def run_both(built, tmp_path: Path, packed_batcher, padded_batcher):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_packed_graph_is_well_formed(tiny_base, precision):
-    built = build_model(checkpoint_with(tiny_base), head="base", flavor="packed", precision=precision)
-    layers = built.packed and checkpoint_with(tiny_base).spec.num_layers
+    checkpoint = checkpoint_with(tiny_base)
+    built = build_model(checkpoint, head="base", flavor="packed", precision=precision)
+    layers = checkpoint.spec.num_layers
     assert built.flavor == "packed" and built.packed is not None and built.packed.flavor == "packed"
     model = built.packed.model
     onnx.checker.check_model(model, full_check=True)
@@ -111,7 +112,7 @@ def test_packed_graph_is_well_formed(tiny_base, precision):
         if name.endswith(("qkv.weight", "qkv.bias")):
             np.testing.assert_array_equal(array, padded[name])
     # The companion padded graph is the fused flavor's.
-    fused = build_model(checkpoint_with(tiny_base), head="base", flavor="fused", precision=precision)
+    fused = build_model(checkpoint, head="base", flavor="fused", precision=precision)
     assert built.op_counts() == fused.op_counts() and built.outputs == fused.outputs
 
 
@@ -205,7 +206,7 @@ def test_minilm_packed_equals_padded(minilm_dir, tmp_path):
     packed, padded = batchers(minilm_dir, texts, max_length=128, batch_tokens=4096)
     assert len(packed) == 1
     (ours, want, mask), = run_both(built, tmp_path, packed, padded)
-    assert np.abs(ours["last_hidden_state"] - want["last_hidden_state"][mask.astype(bool)]).max() <= 1e-4
+    assert np.abs(ours["last_hidden_state"] - want["last_hidden_state"][mask.astype(bool)]).max() <= 2e-5
     assert np.abs(ours["sentence_embedding"] - want["sentence_embedding"]).max() <= 1e-5
 
 
