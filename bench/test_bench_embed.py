@@ -13,7 +13,8 @@ the first 10% (flat = bounded).
 
 GPU (marked ``gpu``, skipped without CUDA; bench/gpu/run.sh runs them on the GPU machine): the
 BERT-base-shaped fp16 export at B=1024 and B=1, S=128 (inputs bound on the device, the pooled output
-read) and end to end on 50,000 texts, each against transformers SDPA fp16 on the same card.
+read) and end to end on 50,000 texts, each against transformers SDPA fp16 on the same card; and the
+same texts through its padded and its packed (``--flavor packed``) export, the packed speed-up.
 """
 
 from __future__ import annotations
@@ -199,11 +200,9 @@ needs_cuda = pytest.mark.skipif(not _cuda_ready(), reason="needs CUDA, onnxrunti
 
 
 @pytest.fixture(scope="module")
-def bert_base_fp16(bert_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """conftest's BERT-base-shaped checkpoint (2 layers with --quick) as a fused fp16 base export whose
-    in-graph ``sentence_embedding`` is the mean (it is given a sentence-transformers Pooling config)."""
-    from mbexport.converter import convert
-
+def bert_base_source(bert_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """conftest's BERT-base-shaped checkpoint (2 layers with --quick), given a sentence-transformers Pooling
+    config so that its exports' in-graph ``sentence_embedding`` is the mean."""
     src = tmp_path_factory.mktemp("gpu-src") / "bert-base"
     shutil.copytree(bert_checkpoint, src)
     chain = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -212,8 +211,25 @@ def bert_base_fp16(bert_checkpoint: Path, tmp_path_factory: pytest.TempPathFacto
     (src / "1_Pooling").mkdir()
     (src / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "mean"}))
     (src / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": MAX_LENGTH}))
-    return Path(convert(str(src), out=tmp_path_factory.mktemp("gpu") / "bert-base-fp16", head="base",
+    return src
+
+
+@pytest.fixture(scope="module")
+def bert_base_fp16(bert_base_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The BERT-base-shaped checkpoint as a fused fp16 base export (padded batches)."""
+    from mbexport.converter import convert
+
+    return Path(convert(str(bert_base_source), out=tmp_path_factory.mktemp("gpu") / "bert-base-fp16", head="base",
                         precision="fp16", parity=False))
+
+
+@pytest.fixture(scope="module")
+def bert_base_fp16_packed(bert_base_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same checkpoint as a ``--flavor packed`` fp16 export: CUDA runs its padding-free graph."""
+    from mbexport.converter import convert
+
+    return Path(convert(str(bert_base_source), out=tmp_path_factory.mktemp("gpu") / "bert-base-fp16-packed",
+                        head="base", precision="fp16", flavor="packed", parity=False))
 
 
 def _torch_sdpa_fp16(checkpoint: Path):
@@ -313,3 +329,34 @@ def test_gpu_end_to_end_vs_torch_sdpa(benchmark, bert_base_fp16, bert_checkpoint
                                  "min_cosine_vs_torch": round(float(cos.min()), 5),
                                  "mean_tokens": round(embedder.stats.tokens / max(embedder.stats.texts, 1), 1),
                                  "device": torch.cuda.get_device_name()})
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_packed_vs_padded(benchmark, bert_base_fp16, bert_base_fp16_packed, minilm_dir, quick):
+    """The same 50,000 mixed texts (500 with --quick), max_length 128, through Embedder(device="cuda") on the
+    padded fused fp16 export and on the packed one (PackedAttention, no padding computed): the speed-up of
+    packed over padded (issue 12), and how far apart their vectors are."""
+    from mbexport import Embedder
+
+    benchmark.group = "gpu-packed"
+    texts = mixed_texts(500 if quick else 50_000, minilm_dir / "vocab.txt", seed=2)
+    padded = Embedder(bert_base_fp16, device="cuda", max_length=MAX_LENGTH)
+    packed = Embedder(bert_base_fp16_packed, device="cuda", max_length=MAX_LENGTH)
+    assert packed.packed and not padded.packed
+    padded.embed(texts[:2048])
+    packed.embed(texts[:2048])
+    rounds = 1 if quick else 3
+    padded_s = _seconds_per_call(lambda: padded.embed(texts), rounds)
+    want = padded.embed(texts)
+    vectors = benchmark.pedantic(lambda: packed.embed(texts), rounds=rounds, iterations=1)
+    packed_s = benchmark.stats.stats.median
+    cos = (vectors * want).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(want, axis=1)
+    benchmark.extra_info.update({"texts": len(texts), "packed_texts_per_s": round(len(texts) / packed_s),
+                                 "padded_texts_per_s": round(len(texts) / padded_s),
+                                 "speedup": round(padded_s / packed_s, 2),
+                                 "padded_over_real_tokens": round(padded.stats.padded_tokens / padded.stats.tokens, 3),
+                                 "min_cosine_packed_vs_padded": round(float(cos.min()), 6),
+                                 "max_abs_packed_vs_padded": float(np.abs(vectors - want).max()),
+                                 "device": torch.cuda.get_device_name()})
+    assert float(cos.min()) >= 0.999, "packed and padded vectors disagree"

@@ -124,9 +124,12 @@ class Batcher:
     def padded(self, batch: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64],
                                           npt.NDArray[np.int64]]:
         """(indices, input_ids, attention_mask, token_type_ids), the last three [rows, padded]."""
-    def packed(self, batch: int) -> dict[str, Any]:
-        """indices, input_ids/token_type_ids/position_ids [tokens] int32, cu_seqlens [rows+1] int32,
-        max_length, token_offset [rows, padded] int32 (PackedAttention)."""
+    def packed(self, batch: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int32],
+                                          npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+        """(indices, input_ids, token_type_ids, position_ids, token_offset, cu_seqlens), no padding, for
+        onnxruntime's PackedAttention: ids/types/positions [tokens]; token_offset [rows, padded] holds the
+        padded position of each packed token, then of each padding slot; cu_seqlens [rows + 1].
+        TokenizerInputError when rows x padded exceeds 2**31 - 1 or memory."""
     def stage(self, batch: int, stager: CudaStager) -> tuple[npt.NDArray[np.int64], int, npt.NDArray[np.int32]]:
         """(indices, slot, lengths) after an async pinned host -> device copy."""
 

@@ -43,7 +43,7 @@ else:
     _HEAD_CHOICES = (*head_names(), "auto")
     Head = Literal[_HEAD_CHOICES]
 Precision = Literal["fp32", "fp16", "int8"]
-Flavor = Literal["fused", "portable"]
+Flavor = Literal["fused", "portable", "packed"]
 Reference = Literal["auto", "torch", "numpy"]
 Pooling = Literal["cls", "mean", "pooler"]
 Device = Literal["cpu", "cuda", "tensorrt", "auto"]
@@ -87,7 +87,8 @@ def convert(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="export directory (default: $MBEXPORT_HOME/exports/...)")] = None,
     head: Annotated[Head, typer.Option(help="the model head to export (auto: the checkpoint's own)")] = "auto",
     precision: Annotated[Precision, typer.Option(help="int8: dynamic quantization, CPU")] = "fp32",
-    flavor: Annotated[Flavor, typer.Option(help="fused (onnxruntime contrib ops) | portable (standard ONNX ops)")] = "fused",
+    flavor: Annotated[Flavor, typer.Option(help="fused (onnxruntime contrib ops) | portable (standard ONNX ops) | "
+                                                    "packed (fused + a padding-free graph CUDA runs)")] = "fused",
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="verify against PyTorch (or numpy) before writing")] = True,
     revision: Annotated[Optional[str], typer.Option(help="hub revision for an org/name id")] = None,
     from_path: Annotated[Optional[Path], typer.Option("--from", help="local copy of a catalogue checkpoint (checked to be it)")] = None,
@@ -360,7 +361,8 @@ def sweep(
     max_length: Annotated[Optional[int], typer.Option(help="truncate texts to this many tokens (default: the model's)")] = None,
     head: Annotated[Head, typer.Option(help="base gives the embeddings --embed needs")] = "base",
     precision: Annotated[Precision, typer.Option(help="int8: dynamic quantization, CPU")] = "fp32",
-    flavor: Annotated[Flavor, typer.Option(help="fused (onnxruntime contrib ops) | portable (standard ONNX ops)")] = "fused",
+    flavor: Annotated[Flavor, typer.Option(help="fused (onnxruntime contrib ops) | portable (standard ONNX ops) | "
+                                                    "packed (fused + a padding-free graph CUDA runs)")] = "fused",
     parity: Annotated[bool, typer.Option("--parity/--no-parity", help="verify every export against PyTorch")] = True,
     keep_exports: Annotated[KeepExports, typer.Option(help="exports kept after embedding")] = "all",
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="checkpoints in parallel (processes, or a local Ray's CPUs)")] = 1,

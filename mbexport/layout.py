@@ -29,11 +29,16 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 # The graph output holding pooled (and maybe normalised) rows; the manifest record of the same name says how.
 SENTENCE_EMBEDDING = "sentence_embedding"
+# ``--flavor packed``: the padding-free graph (onnxruntime's PackedAttention, CUDA only) beside the padded
+# fused MODEL that every other device, parity and other tools read; the manifest's "packed" record names it.
+PACKED_MODEL = "model.packed.onnx"
+# Its inputs, int32, in the order the native Batcher's packed mode returns them.
+PACKED_INPUTS = ("input_ids", "token_type_ids", "position_ids", "token_offset", "cu_seqlens")
 # The tokenizer's files, in the order WordPieceTokenizer.from_pretrained and save_pretrained use them.
 TOKENIZER_FILES = (VOCAB, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP)
 REQUIRED_FILES = (MODEL, CONFIG, VOCAB, TOKENIZER_CONFIG, MANIFEST)
 # Every file an export directory may hold: anything else there is the user's, never replaced.
-EXPORT_FILES = frozenset({*REQUIRED_FILES, EXTERNAL_DATA, SPECIAL_TOKENS_MAP})
+EXPORT_FILES = frozenset({*REQUIRED_FILES, EXTERNAL_DATA, SPECIAL_TOKENS_MAP, PACKED_MODEL})
 
 
 def is_export(directory: Path) -> bool:
@@ -112,6 +117,10 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
         return "source.label must be a string"
     if MODEL not in manifest["files"]:
         return f"'files' does not list {MODEL}"
+    packed = manifest.get("packed")
+    if packed is not None and not (isinstance(packed, dict) and packed.get("model") == PACKED_MODEL
+                                   and PACKED_MODEL in manifest["files"]):
+        return f"'packed' must be {{'model': {PACKED_MODEL!r}, ...}} with {PACKED_MODEL} listed in 'files'"
     for name, entry in manifest["files"].items():
         if name not in EXPORT_FILES:
             return f"'files' lists {name!r}, which is not a file an export writes"
@@ -119,6 +128,11 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
                 and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64):
             return f"files[{name!r}] must be {{'bytes': int, 'sha256': 64 hex digits}}"
     return None
+
+
+def packed_model(manifest: dict[str, Any]) -> str | None:
+    """The padding-free graph's file name when the export has one (``--flavor packed``), else None."""
+    return PACKED_MODEL if isinstance(manifest.get("packed"), dict) else None
 
 
 def _kind(value: Any) -> str:

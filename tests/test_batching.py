@@ -80,20 +80,20 @@ def test_packed_view_has_no_padding_and_agrees_with_padded() -> None:
     padded = _native.Batcher(ids, cu, batch_tokens=200, packed=True, type_ids=types)
     assert packed.padded_tokens == packed.real_tokens == len(ids)
     for k in range(len(packed)):
-        p = packed.packed(k)
+        p_indices, p_ids, p_types, positions, offset, cu_seqlens = packed.packed(k)
         indices, input_ids, mask, tt = padded.padded(k)
-        assert p["indices"].tolist() == indices.tolist()
-        lengths = np.diff(p["cu_seqlens"])
+        assert p_indices.tolist() == indices.tolist()
+        lengths = np.diff(cu_seqlens)
         assert lengths.sum() <= 200 or len(lengths) == 1
-        assert p["max_length"] == lengths.max()
-        assert p["input_ids"].tolist() == np.concatenate([seqs[i] for i in indices]).tolist()
-        assert p["position_ids"].tolist() == [j for n in lengths for j in range(n)]
-        # token_offset: padded slot -> packed position; real slots read the same ids as the padded view
-        offset = p["token_offset"]
+        assert offset.shape == input_ids.shape
+        assert p_ids.tolist() == np.concatenate([seqs[i] for i in indices]).tolist()
+        assert positions.tolist() == [j for n in lengths for j in range(n)]
+        # token_offset (onnxruntime's layout): packed token k sits at padded position offset.flat[k]
         assert sorted(offset.ravel().tolist()) == list(range(offset.size))
-        real = mask.astype(bool)
-        assert (p["input_ids"][offset[real]] == input_ids[real]).all()
-        assert (p["token_type_ids"][offset[real]] == tt[real]).all()
+        real = offset.ravel()[:len(p_ids)]
+        assert mask.ravel()[real].all() and not mask.ravel()[offset.ravel()[len(p_ids):]].any()
+        assert (input_ids.ravel()[real] == p_ids).all()
+        assert (tt.ravel()[real] == p_types).all()
 
 
 def test_scatter_rows_restores_order() -> None:

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE, from the project root, in ONE device call after the carrying calls that
 # bench/gpu/prepare.sh lists:  run(command="bash bench/gpu/run.sh", timeout_s=600)
+# Arguments pick the bench suites (default: gpu_session gpu_end_to_end gpu_packed); MBEXPORT_GPU_TESTS=0 skips
+# the gpu-marked tests. Should one call not hold everything, a second call while the machine is warm (its
+# onnxruntime-gpu and build kept) finishes the rest:  run(command="MBEXPORT_GPU_TESTS=0 bash bench/gpu/run.sh gpu_packed")
 # Installs onnxruntime-gpu (into /tmp/site, ahead of the machine's CPU build on PYTHONPATH) and the carried
 # wheels, builds mbexport with this machine's Python, then runs the gpu-marked tests (CUDA Embedder end to
-# end; fp32/fp16 vs PyTorch) and bench/'s CUDA suites (B=1024/B=1 x S=128 vs PyTorch SDPA fp16; 50,000 raw
-# texts end to end). Everything lands under $OUT: env.txt, build.log, tests.log, tests.xml, and per bench
-# suite a log and pytest-benchmark JSON (gpu_session.json, gpu_end_to_end.json); a short table is printed last.
+# end; fp32/fp16 vs PyTorch; the packed flavor's parity and Embedder) and bench/'s CUDA suites (B=1024/B=1 x
+# S=128 vs PyTorch SDPA fp16; 50,000 raw texts end to end; the same texts padded vs packed). Everything lands
+# under $OUT: env.txt, build.log, tests.log, tests.xml, and per bench suite a log and pytest-benchmark JSON
+# (gpu_session.json, gpu_end_to_end.json, gpu_packed.json); a short table is printed last.
 set -uo pipefail
 OUT="${OUT:-/tmp/mbexport-gpu}"
 mkdir -p "$OUT"
@@ -52,20 +56,26 @@ print("tensorrt problems:", BACKENDS["tensorrt"].problems())
 PY
 cat "$OUT/env.txt"
 
-step "gpu-marked tests"
-timeout 150 python3 -m pytest -p no:cacheprovider -p no:warnings -m gpu -v -rs -s tests/test_gpu.py tests/test_batching.py \
-  --junitxml "$OUT/tests.xml" > "$OUT/tests.log" 2>&1
-echo "tests exit $?"; grep -E "PASSED|FAILED|SKIPPED|ERROR|mean cosine|passed|failed" "$OUT/tests.log" | tail -20
+if [[ "${MBEXPORT_GPU_TESTS:-1}" != 0 ]]; then
+  step "gpu-marked tests"
+  timeout 160 python3 -m pytest -p no:cacheprovider -p no:warnings -m gpu -v -rs -s tests/test_gpu.py \
+    tests/test_packed_gpu.py tests/test_batching.py --junitxml "$OUT/tests.xml" > "$OUT/tests.log" 2>&1
+  echo "tests exit $?"; grep -E "PASSED|FAILED|SKIPPED|ERROR|mean cosine|passed|failed" "$OUT/tests.log" | tail -24
+fi
 
-# Two runs, each writing its own JSON, so a suite cut short by the call's time limit costs only itself.
-for suite in gpu_session gpu_end_to_end; do
+# One run per suite, each writing its own JSON, so a suite cut short by the call's time limit costs only itself.
+SUITES=("$@")
+[[ ${#SUITES[@]} -eq 0 ]] && SUITES=(gpu_session gpu_end_to_end gpu_packed)
+for suite in "${SUITES[@]}"; do
   step "CUDA benchmark $suite"
-  timeout 170 python3 -m pytest -p no:cacheprovider -p no:warnings -m gpu -s bench/test_bench_embed.py -k "$suite" \
+  timeout 110 python3 -m pytest -p no:cacheprovider -p no:warnings -m gpu -s bench/test_bench_embed.py -k "$suite" \
     --benchmark-json "$OUT/$suite.json" --benchmark-columns=median,ops > "$OUT/$suite.log" 2>&1
   echo "$suite exit $?"; tail -3 "$OUT/$suite.log"
 done
 
-python3 - "$OUT"/gpu_session.json "$OUT"/gpu_end_to_end.json <<'PY'
+RESULTS=()
+for suite in "${SUITES[@]}"; do RESULTS+=("$OUT/$suite.json"); done
+python3 - "${RESULTS[@]}" <<'PY'
 import json, sys
 print(f"\n{'benchmark':<48} figures")
 device = "?"

@@ -124,9 +124,10 @@ Status MakePlan(const Sequences& seqs, const PlanOptions& options, Plan* plan) {
     while (start < w1) {
       int64_t end = start + 1;
       int64_t used = length[plan->order[start]];
-      while (end < w1 && used + length[plan->order[end]] <= options.batch_tokens &&
+      int64_t next = 0;
+      while (end < w1 && CheckedAdd(used, length[plan->order[end]], &next) && next <= options.batch_tokens &&
              (options.max_rows == 0 || end - start < options.max_rows)) {
-        used += length[plan->order[end]];
+        used = next;
         ++end;
       }
       plan->padded_tokens += used;
@@ -159,8 +160,10 @@ Status GatherBatch(const Sequences& seqs, const int64_t* indices, int64_t rows, 
     }
     const int64_t len = EffectiveLength(seqs, i, max_length);
     if (len <= 0) return Status(StatusCode::kInvalidArgument, "batcher: sequence " + std::to_string(i) + " is empty");
-    total += len;
-    if (total > INT32_MAX) return Status(StatusCode::kInvalidArgument, "batcher: batch exceeds 2^31 tokens");
+    if (!CheckedAdd(total, len, &total) || total > INT32_MAX) {  // cu_seqlens and positions are int32
+      return Status(StatusCode::kInvalidArgument,
+                    "batcher: a batch of more than 2^31 - 1 tokens does not fit int32 offsets; lower batch_tokens");
+    }
     batch->cu_seqlens.push_back(static_cast<int32_t>(total));
     batch->max_length = std::max<int32_t>(batch->max_length, static_cast<int32_t>(len));
   }
@@ -225,18 +228,15 @@ void Batch::FillPadded(int32_t pad_multiple, int64_t pad_id, int64_t* input_ids_
 
 void Batch::FillTokenOffset(int32_t pad_multiple, int32_t* out) const {
   const int64_t width = PaddedLength(pad_multiple);
-  // Real tokens first (their packed positions), then padding slots numbered after
-  // all real tokens, as onnxruntime's PackedAttention expects.
-  int32_t next_pad = static_cast<int32_t>(tokens());
+  // Real tokens first: out[k] = padded position of packed token k; then the padding slots.
+  int32_t* next = out;
   for (int64_t r = 0; r < rows(); ++r) {
     const int64_t len = cu_seqlens[r + 1] - cu_seqlens[r];
-    int32_t* row = out + r * width;
-    for (int64_t j = 0; j < len; ++j) row[j] = static_cast<int32_t>(cu_seqlens[r] + j);
+    for (int64_t j = 0; j < len; ++j) *next++ = static_cast<int32_t>(r * width + j);
   }
   for (int64_t r = 0; r < rows(); ++r) {
     const int64_t len = cu_seqlens[r + 1] - cu_seqlens[r];
-    int32_t* row = out + r * width;
-    for (int64_t j = len; j < width; ++j) row[j] = next_pad++;
+    for (int64_t j = len; j < width; ++j) *next++ = static_cast<int32_t>(r * width + j);
   }
 }
 

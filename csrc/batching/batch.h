@@ -114,8 +114,12 @@ struct Batch {
   // Padding: id pad_id, mask 0, type 0. Any pointer may be null to skip it.
   void FillPadded(int32_t pad_multiple, int64_t pad_id, int64_t* input_ids_out, int64_t* attention_mask_out,
                   int64_t* token_type_ids_out) const;
-  // onnxruntime PackedAttention `token_offset` [rows, padded]: first the packed
-  // positions of real tokens row by row, then those of the padding slots.
+  // onnxruntime PackedAttention's `token_offset` [rows, padded] (as its RemovePadding op writes it):
+  // the padded position r * padded + j of each real token in packed order, then those of the
+  // padding slots, row by row. Example, lengths 1, 2, 4 padded to 4:
+  //   0 4 5 8 9 10 11 | 1 2 3 6 7
+  // so entry k < tokens() is where packed token k sits in the padded [rows, padded] layout.
+  // Needs PaddedCells(pad_multiple, INT32_MAX, ...) ok first (every position fits int32).
   void FillTokenOffset(int32_t pad_multiple, int32_t* out) const;
 };
 

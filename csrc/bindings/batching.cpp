@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "batching/batch.h"
@@ -100,20 +101,27 @@ class PyBatcher {
     return py::make_tuple(ToArray(std::vector(batch.indices)), ids, mask, types);
   }
 
-  py::dict Packed(const py::handle& b) {
-    const Batch& batch = Gather(b, INT32_MAX, sizeof(int32_t));  // token_offset holds int32 positions
+  // The padding-free view for onnxruntime's PackedAttention: token_offset [rows, padded] is checked
+  // to fit int32 positions (and memory) before anything is written; GIL released while copying.
+  py::tuple Packed(const py::handle& b) {
+    // bytes per cell: token_offset, plus at most one cell's worth each of ids, types and positions
+    const Batch& batch = Gather(b, INT32_MAX, 4 * sizeof(int32_t));
     const py::ssize_t rows = batch.rows(), width = batch.PaddedLength(options_.pad_multiple);
     py::array_t<int32_t> offset({rows, width});
-    batch.FillTokenOffset(options_.pad_multiple, offset.mutable_data());
-    py::dict d;
-    d["indices"] = ToArray(std::vector(batch.indices));
-    d["input_ids"] = ToArray(std::vector(batch.input_ids));
-    d["token_type_ids"] = ToArray(std::vector(batch.token_type_ids));
-    d["position_ids"] = ToArray(std::vector(batch.position_ids));
-    d["cu_seqlens"] = ToArray(std::vector(batch.cu_seqlens));
-    d["max_length"] = batch.max_length;
-    d["token_offset"] = offset;
-    return d;
+    int32_t* po = offset.mutable_data();
+    std::vector<int64_t> indices;
+    std::vector<int32_t> ids, types, positions, cu;
+    {
+      py::gil_scoped_release release;
+      batch.FillTokenOffset(options_.pad_multiple, po);
+      indices = batch.indices;
+      ids = batch.input_ids;
+      types = batch.token_type_ids;
+      positions = batch.position_ids;
+      cu = batch.cu_seqlens;
+    }
+    return py::make_tuple(ToArray(std::move(indices)), ToArray(std::move(ids)), ToArray(std::move(types)),
+                          ToArray(std::move(positions)), offset, ToArray(std::move(cu)));
   }
 
   py::tuple Stage(const py::handle& b, CudaStager& stager) {
@@ -213,8 +221,10 @@ void RegisterBatcher(py::module_& m) {
       .def("padded", &PyBatcher::Padded, py::arg("batch"),
            "(indices, input_ids, attention_mask, token_type_ids): int64, the last three [rows, padded]")
       .def("packed", &PyBatcher::Packed, py::arg("batch"),
-           "dict: indices, input_ids/token_type_ids/position_ids [tokens] int32, cu_seqlens [rows+1] int32,\n"
-           "max_length, token_offset [rows, padded] int32 (onnxruntime PackedAttention)")
+           "(indices, input_ids, token_type_ids, position_ids, token_offset, cu_seqlens): the batch without\n"
+           "padding for onnxruntime's PackedAttention. indices int64 [rows]; ids, types, positions int32\n"
+           "[tokens]; token_offset int32 [rows, padded] (padded position of each packed token, then of each\n"
+           "padding slot); cu_seqlens int32 [rows + 1].")
       .def("stage", &PyBatcher::Stage, py::arg("batch"), py::arg("stager"),
            "Writes the padded batch into the stager's next pinned slot and copies it to the GPU\n"
            "asynchronously; returns (indices, slot, lengths).");

@@ -29,10 +29,13 @@ Weights = Mapping[str, np.ndarray]
 MASK_FILTER_VALUE = -10000.0
 
 
-def embeddings_fused(g: Graph, spec: BertSpec, w: Weights, ids32: str, types32: str) -> str:
+def embeddings_fused(g: Graph, spec: BertSpec, w: Weights, ids32: str, types32: str,
+                     positions32: str | None = None) -> str:
     """word + position + token_type embeddings and LayerNorm in one op::
 
-        input_ids, token_type_ids --> EmbedLayerNormalization --> hidden [B, S, H]
+        input_ids, token_type_ids (, position_ids) --> EmbedLayerNormalization --> hidden [B, S, H]
+
+    Without ``positions32`` a row's positions are 0..S-1 (the packed flavor passes its own).
     """
     p = "embeddings."
     return g.ms_multi(
@@ -45,6 +48,7 @@ def embeddings_fused(g: Graph, spec: BertSpec, w: Weights, ids32: str, types32: 
             g.weight(p + "token_type_embeddings.weight", w[p + "token_type_embeddings.weight"]),
             g.weight(p + "LayerNorm.weight", w[p + "LayerNorm.weight"]),
             g.weight(p + "LayerNorm.bias", w[p + "LayerNorm.bias"]),
+            *(["", positions32] if positions32 else []),  # no mask; position_ids
         ],
         "embeddings/EmbedLayerNormalization",
         2,  # output and mask_index: the op's schema requires both
@@ -81,14 +85,14 @@ def attention_fused(g: Graph, spec: BertSpec, w: Weights, x: str, mask32: str, p
         hidden --> Attention(W_qkv [H, 3H], b_qkv, mask) --> context [B, S, H]
     """
     p = prefix + "attention.self."
+    return g.ms("Attention", [x, *qkv_weights(g, w, p), mask32], p + "Attention", num_heads=spec.num_heads)
+
+
+def qkv_weights(g: Graph, w: Weights, p: str) -> list[str]:
+    """The merged Q/K/V projection the contrib attention ops take: weight [H, 3H] and bias [3H]."""
     qkv_w = np.concatenate([w[p + n + ".weight"].T for n in ("query", "key", "value")], axis=1)
     qkv_b = np.concatenate([w[p + n + ".bias"] for n in ("query", "key", "value")])
-    return g.ms(
-        "Attention",
-        [x, g.weight(p + "qkv.weight", qkv_w), g.weight(p + "qkv.bias", qkv_b), mask32],
-        p + "Attention",
-        num_heads=spec.num_heads,
-    )
+    return [g.weight(p + "qkv.weight", qkv_w), g.weight(p + "qkv.bias", qkv_b)]
 
 
 def attention_portable(g: Graph, spec: BertSpec, w: Weights, x: str, mask_bias: str, prefix: str) -> str:
@@ -157,11 +161,19 @@ def residual_layer_norm(g: Graph, x: str, residual: str, w: Weights, dense: str,
     return layer_norm(g, summed, w, norm, eps)
 
 
-def encoder_layer(g: Graph, spec: BertSpec, w: Weights, x: str, mask: str, index: int, fused: bool) -> str:
-    """One transformer block: attention, add & norm, feed-forward, add & norm."""
+# (g, spec, weights, hidden, mask, layer prefix) -> attention context: a flavor's self-attention.
+Attention = Callable[["Graph", "BertSpec", Weights, str, str, str], str]
+
+
+def encoder_layer(g: Graph, spec: BertSpec, w: Weights, x: str, mask: str, index: int, fused: bool,
+                  attention: Attention | None = None) -> str:
+    """One transformer block: attention, add & norm, feed-forward, add & norm. ``attention`` replaces
+    the flavor's own (the packed flavor's PackedAttention, export/packed.py)."""
     p = f"encoder.layer.{index}."
     eps = spec.layer_norm_eps
-    if fused:
+    if attention is not None:
+        context = attention(g, spec, w, x, mask, p)
+    elif fused:
         context = attention_fused(g, spec, w, x, mask, p)
     else:
         context = attention_portable(g, spec, w, x, mask, p)

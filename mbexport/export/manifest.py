@@ -14,7 +14,7 @@ from mbexport import __version__
 from mbexport._ort import onnxruntime
 from mbexport.export.build import BuiltModel
 from mbexport.export.graph import MS_OPSET, ONNX_OPSET
-from mbexport.layout import FORMAT_VERSION
+from mbexport.layout import FORMAT_VERSION, PACKED_INPUTS, PACKED_MODEL
 from mbexport.spec import Checkpoint
 
 
@@ -38,7 +38,7 @@ def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, 
         "outputs": built.outputs,
         "flavor": built.flavor,
         "precision": built.precision,
-        "opset": {"ai.onnx": ONNX_OPSET, **({"com.microsoft": MS_OPSET} if built.flavor == "fused" else {})},
+        "opset": {"ai.onnx": ONNX_OPSET, **({"com.microsoft": MS_OPSET} if built.flavor != "portable" else {})},
         "onnx_version": onnx.__version__,
         "onnxruntime_version": onnxruntime.__version__,
         "model": {"layers": spec.num_layers, "hidden": spec.hidden_size, "heads": spec.num_heads,
@@ -47,7 +47,17 @@ def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, 
         "embedding": checkpoint.embedding.to_dict(),
         **({"sentence_embedding": built.pooled.to_dict()} if built.pooled else {}),
         "op_counts": op_counts,
+        **({"packed": _packed_record(built.packed)} if built.packed else {}),
         **({"quantization": quantization} if quantization else {}),
         "files": {p.name: {"bytes": p.stat().st_size, "sha256": digest} for p, digest in model_files.items()},
         "parity": parity,
     }
+
+
+def _packed_record(packed: BuiltModel) -> dict[str, Any]:
+    """The ``--flavor packed`` graph: its file, inputs, outputs and op counts. Parity of the export
+    (``parity``) covers ``model.onnx``; onnxruntime runs this graph on CUDA only, where tests/test_packed_gpu.py
+    holds it to PyTorch and to the padded graph."""
+    return {"model": PACKED_MODEL, "inputs": list(PACKED_INPUTS), "outputs": packed.outputs,
+            "op_counts": packed.op_counts(), "runs_on": "cuda",
+            "parity": "not run at convert: onnxruntime runs PackedAttention on CUDA only"}

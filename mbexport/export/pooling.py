@@ -40,6 +40,11 @@ def sentence_embedding(g: Graph, outputs: list[str], attention_mask: str, pooled
         vectors = _masked_mean(g, source, attention_mask)
     else:
         vectors = source
+    return finish(g, vectors, pooled)
+
+
+def finish(g: Graph, vectors: str, pooled: PooledOutput) -> str:
+    """``sentence_embedding`` from pooled [B, H] float32 ``vectors``: L2-normalised when ``pooled`` says so."""
     if pooled.normalize:
         norm = g.op("ReduceL2", [vectors], "normalize/ReduceL2", axes=[1], keepdims=1)
         floor = g.op("Max", [norm, g.const("normalize_eps", NORM_EPS, np.float32)], "normalize/Max")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import fcntl
 import functools
@@ -37,6 +38,7 @@ from mbexport.layout import (
     EXPORT_FILES,
     EXTERNAL_DATA,
     MODEL,
+    PACKED_MODEL,
     SPECIAL_TOKENS_MAP,
     TOKENIZER_CONFIG,
     VOCAB,
@@ -191,8 +193,9 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def write_model(built: BuiltModel, directory: Path) -> dict[Path, str]:
-    """Write ``model.onnx`` and return each written file's sha256.
+def write_model(built: BuiltModel, directory: Path, name: str = MODEL) -> dict[Path, str]:
+    """Write ``model.onnx`` (``name``), and ``model.packed.onnx`` for the packed flavor, and return each
+    written file's sha256.
 
     Weights are streamed from their numpy arrays into the file: protobuf merges repeated
     occurrences of a message field, so the serialized skeleton followed by one
@@ -200,8 +203,14 @@ def write_model(built: BuiltModel, directory: Path) -> dict[Path, str]:
     avoids three in-memory copies of the weights (TensorProto, graph, serialized bytes).
     Models past protobuf's 2 GiB limit go through onnx's external-data writer instead.
     """
-    path = directory / MODEL
+    if built.packed is not None:
+        return {**write_model(dataclasses.replace(built, packed=None), directory, name),
+                **write_model(built.packed, directory, PACKED_MODEL)}
+    path = directory / name
     if sum(array.nbytes for _, array in built.initializers) > EXTERNAL_DATA_THRESHOLD:
+        if name != MODEL:  # one external-data file per export
+            raise ExportError(f"{name}: weights over {EXTERNAL_DATA_THRESHOLD} bytes need external data, which only "
+                              f"{MODEL} may use; use --flavor fused for a model this large")
         onnx.save_model(built.model, path, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=EXTERNAL_DATA, size_threshold=1024)
         return {p: sha256_files([p]) for p in (path, directory / EXTERNAL_DATA)}

@@ -92,7 +92,11 @@ def pooler(g: Graph, w: Weights, hidden: str) -> str:
 
         hidden [B, S, H] --Gather(0, axis=1)--> [B, H] --Gemm--> Tanh --> pooler_output
     """
-    first = g.op("Gather", [hidden, g.const("index0", 0, np.int64)], "pooler/Gather", axis=1)
+    return pooler_dense(g, w, g.op("Gather", [hidden, g.const("index0", 0, np.int64)], "pooler/Gather", axis=1))
+
+
+def pooler_dense(g: Graph, w: Weights, first: str) -> str:
+    """tanh(dense(first)) on the [B, H] first-token vectors (the packed flavor gathers them its own way)."""
     dense = g.op("Gemm", [first, g.weight("pooler.dense.weight", w["pooler.dense.weight"]),
                           g.weight("pooler.dense.bias", w["pooler.dense.bias"])], "pooler.dense/Gemm", transB=1)
     return g.op("Tanh", [dense], "pooler/Tanh")

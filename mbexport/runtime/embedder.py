@@ -4,6 +4,7 @@ Pipeline per window of texts (``window`` texts, default 2048)::
 
     texts --native tokenizer (threads, GIL released)--> packed ids + cumulative lengths
           --native Batcher--> longest-first batches by token budget, padded to a multiple of 8
+            (on CUDA, for an export with the padding-free graph: packed batches, no padding at all)
           --a backend (runtime/backends: onnxruntime CPU, CUDA, TensorRT)--> the graph's pooled
             ``sentence_embedding`` rows --> scattered back in input order
 
@@ -40,6 +41,7 @@ from mbexport.layout import (
     SPECIAL_TOKENS_MAP,
     TOKENIZER_CONFIG,
     PooledOutput,
+    packed_model,
     read_manifest,
     resolve_export_dir,
     verify_model_files,
@@ -126,7 +128,10 @@ class Embedder:
         pad_id = self.tokenizer.pad_token_id  # padding is masked out: any id inside the embedding table will do
         self.pad_id = pad_id if pad_id < model["vocab"] else 0
         capacity = max(self.batch_tokens, -(-self.max_length // PAD_MULTIPLE) * PAD_MULTIPLE)
-        self.backend = backend(self.export_dir / MODEL, threads, capacity, spin=spin)
+        # The padding-free graph where the backend runs it (CUDA) and the export has it; else padded batches.
+        packed = packed_model(self.manifest) if backend.runs_packed else None
+        self.packed = packed is not None
+        self.backend = backend(self.export_dir / (packed or MODEL), threads, capacity, spin=spin)
         self.pooled = PooledOutput.from_manifest(self.manifest)  # what the graph's sentence_embedding holds
         self.stats = EmbedStats()
 
@@ -195,7 +200,7 @@ class Embedder:
 
     def _plan(self, ids: np.ndarray, cu: np.ndarray) -> _Window:
         batcher = _native.Batcher(ids, cu, max_length=self.max_length, batch_tokens=self.batch_tokens,
-                                  pad_multiple=PAD_MULTIPLE, pad_id=self.pad_id)
+                                  pad_multiple=PAD_MULTIPLE, pad_id=self.pad_id, packed=self.packed)
         return _Window(len(cu) - 1, batcher)
 
     def _run(self, window: _Window, normalize: bool | None = None) -> np.ndarray:

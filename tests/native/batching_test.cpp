@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <numeric>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "batching/batch.h"
@@ -108,14 +109,13 @@ static void TestGatherPaddedPacked() {
   CHECK(mask[2 * w + 1] == 1 && mask[2 * w + 2] == 0 && mask[w + 6] == 1 && mask[w + 7] == 0);
   CHECK(std::accumulate(mask.begin(), mask.end(), int64_t{0}) == b.tokens());
   CHECK(std::accumulate(tt.begin(), tt.end(), int64_t{0}) == 0);
-  // token_offset: a permutation of [0, rows*w), real tokens map to packed positions.
+  // token_offset: a permutation of [0, rows*w); packed token k sits at padded position off[k].
   std::vector<int32_t> off(3 * w);
   b.FillTokenOffset(8, off.data());
   std::set<int32_t> uniq(off.begin(), off.end());
   CHECK(uniq.size() == off.size() && *uniq.rbegin() == 3 * w - 1);
-  for (int64_t r = 0; r < 3; ++r)
-    for (int64_t j = 0; j < w; ++j)
-      if (mask[r * w + j]) CHECK(b.input_ids[off[r * w + j]] == ids[r * w + j]);
+  for (int64_t k = 0; k < b.tokens(); ++k) CHECK(mask[off[k]] == 1 && ids[off[k]] == b.input_ids[k]);
+  for (int64_t k = b.tokens(); k < 3 * w; ++k) CHECK(mask[off[k]] == 0);
   // Pad multiple 1: no padding beyond the longest row.
   CHECK(b.PaddedLength(1) == 8);
   // Bad input.
@@ -128,6 +128,60 @@ static void TestGatherPaddedPacked() {
   CHECK(MakePlan(sb, o, &p).code() == StatusCode::kInvalidArgument);
   o.max_length = 1;
   CHECK(MakePlan(s, o, &p).code() == StatusCode::kInvalidArgument);
+}
+
+// The packed view's token_offset is onnxruntime's (RemovePadding / PackedAttention): its documented
+// example, lengths 1, 2, 4 padded to 4 -> 0 4 5 8 9 10 11, then the padding slots 1 2 3 6 7.
+static void TestPackedTokenOffsetLayout() {
+  Corpus c;
+  c.Add({101});                     // 1 token (not a real text, but the layout does not care)
+  c.Add({101, 102});                // 2
+  c.Add({101, 7, 8, 102});          // 4
+  Batch b;
+  const int64_t idx[] = {0, 1, 2};
+  CHECK(GatherBatch(c.View(), idx, 3, 0, &b).ok());
+  CHECK(b.PaddedLength(4) == 4 && b.PaddedLength(1) == 4);
+  int64_t cells = 0;
+  CHECK(b.PaddedCells(4, INT32_MAX, 4, &cells).ok() && cells == 12);
+  std::vector<int32_t> off(12, -1);
+  b.FillTokenOffset(4, off.data());
+  const std::vector<int32_t> want{0, 4, 5, 8, 9, 10, 11, 1, 2, 3, 6, 7};
+  CHECK(off == want);
+  CHECK((b.cu_seqlens == std::vector<int32_t>{0, 1, 3, 7}));
+  CHECK((b.position_ids == std::vector<int32_t>{0, 0, 1, 0, 1, 2, 3}));
+  // Padded to 8: the same real positions in 8-wide rows, then 17 padding slots.
+  std::vector<int32_t> off8(24, -1);
+  b.FillTokenOffset(8, off8.data());
+  CHECK(off8[0] == 0 && off8[1] == 8 && off8[2] == 9 && off8[3] == 16 && off8[6] == 19 && off8[7] == 1);
+  CHECK(off8[23] == 23);
+}
+
+// Sizes that cannot fit the packed arrays' int32 offsets are refused before anything is allocated.
+static void TestPackedLimits() {
+  const int32_t ids[] = {101, 102};
+  // Two sequences claiming 2^30 + 1 tokens each: cumulative lengths past int32 (ids never read).
+  const int64_t huge = (int64_t{1} << 30) + 1;
+  std::vector<int64_t> cu{0, huge, 2 * huge};
+  Sequences s{ids, cu.data(), 2, nullptr};
+  Batch b;
+  const int64_t idx[] = {0, 1};
+  Status st = GatherBatch(s, idx, 2, 0, &b);
+  CHECK(st.code() == StatusCode::kInvalidArgument && st.message().find("int32") != std::string::npos);
+  // A packed plan with a budget of INT64_MAX over lengths summing near it: one batch, exact totals.
+  PlanOptions o;
+  o.packed = true;
+  o.batch_tokens = INT64_MAX;
+  Plan p;
+  std::vector<int64_t> cu2{0, INT64_MAX / 2, INT64_MAX / 2 + INT64_MAX / 4};
+  Sequences s2{ids, cu2.data(), 2, nullptr};
+  CHECK(MakePlan(s2, o, &p).ok() && p.batches() == 1 && p.real_tokens == cu2[2]);
+  // rows x padded past INT32_MAX cells: refused by PaddedCells (which Batcher.packed checks first).
+  Batch wide;
+  wide.indices = {0, 1, 2};
+  wide.cu_seqlens = {0, 2, 4, 6};
+  wide.max_length = 2;
+  int64_t cells = 0;
+  CHECK(wide.PaddedCells(1 << 30, INT32_MAX, 4, &cells).code() == StatusCode::kInvalidArgument);
 }
 
 static void TestScatter() {
@@ -214,6 +268,8 @@ int main() {
   TestPlanLeastCost();
   TestPlanPackedAndWindow();
   TestGatherPaddedPacked();
+  TestPackedTokenOffsetLayout();
+  TestPackedLimits();
   TestScatter();
   TestBuffersWithoutGpu();
   if (failures) {

@@ -42,6 +42,9 @@ class Backend(ABC):
 
     name: ClassVar[str]
     device: ClassVar[str] = "cpu"  # where the model computes ("cpu" or "cuda"): picks the default token budget
+    # Whether it runs an export's padding-free graph (layout.PACKED_MODEL) when the export has one: the
+    # Embedder then opens that graph and plans packed batches (onnxruntime has PackedAttention on CUDA only).
+    runs_packed: ClassVar[bool] = False
     inputs: list[str]  # the graph's input names (older exports may lack token_type_ids)
 
     def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True) -> None:

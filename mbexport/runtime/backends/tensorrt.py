@@ -15,6 +15,7 @@ from mbexport.runtime.session import cuda_problems
 class OrtTensorRT(OrtCuda):
     name = "tensorrt"
     provider = "tensorrt"
+    runs_packed = False  # TensorRT has no PackedAttention: padded batches, which it runs whole
 
     @classmethod
     def problems(cls) -> tuple[str, ...]:
