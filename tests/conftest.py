@@ -36,6 +36,21 @@ TINY_CONFIG = {
 }
 
 # A real-looking uncased vocab: specials, then characters and word pieces the tiny model knows.
+# Texts in many scripts and every length bucket (empty, one word, past 256 tokens), for device parity tests.
+MULTILINGUAL_TEXTS = [
+    "All human beings are born free and equal in dignity and rights.",
+    "Alle Menschen sind frei und gleich an Würde und Rechten geboren. Straße, Größe, Äpfel.",
+    "Tous les êtres humains naissent libres et égaux en dignité et en droits.",
+    "Все люди рождаются свободными и равными в своем достоинстве и правах.",
+    "人人生而自由，在尊严和权利上一律平等。",
+    "すべての人間は、生まれながらにして自由であり、かつ、尊厳と権利とについて平等である。",
+    "يولد جميع الناس أحرارًا متساوين في الكرامة والحقوق.",
+    "Όλοι οι άνθρωποι γεννιούνται ελεύθεροι και ίσοι στην αξιοπρέπεια και τα δικαιώματα.",
+    "", "ok", "Emoji 🙂 and symbols: ©®™ — “quotes” … 42% of $3.50!",
+    "The quick brown fox jumps over the lazy dog. " * 40,
+    "tokenization of unbelievably antidisestablishmentarianistic words",
+]
+
 _TINY_WORDS = (
     ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     + list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")

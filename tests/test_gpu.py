@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MULTILINGUAL_TEXTS
 
 from mbexport import Embedder
 from mbexport.runtime.backends import BACKENDS
@@ -19,19 +20,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(bool(cuda_problems()), reason=
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-TEXTS = [
-    "All human beings are born free and equal in dignity and rights.",
-    "Alle Menschen sind frei und gleich an Würde und Rechten geboren. Straße, Größe, Äpfel.",
-    "Tous les êtres humains naissent libres et égaux en dignité et en droits.",
-    "Все люди рождаются свободными и равными в своем достоинстве и правах.",
-    "人人生而自由，在尊严和权利上一律平等。",
-    "すべての人間は、生まれながらにして自由であり、かつ、尊厳と権利とについて平等である。",
-    "يولد جميع الناس أحرارًا متساوين في الكرامة والحقوق.",
-    "Όλοι οι άνθρωποι γεννιούνται ελεύθεροι και ίσοι στην αξιοπρέπεια και τα δικαιώματα.",
-    "", "ok", "Emoji 🙂 and symbols: ©®™ — “quotes” … 42% of $3.50!",
-    "The quick brown fox jumps over the lazy dog. " * 40,
-    "tokenization of unbelievably antidisestablishmentarianistic words",
-] * 40  # 520 texts: several batches, every length bucket
+TEXTS = MULTILINGUAL_TEXTS * 40  # 520 texts: several batches, every length bucket
 
 
 @pytest.fixture(scope="module", params=["fp32", "fp16"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MULTILINGUAL_TEXTS
 
 from mbexport import Embedder, _native
 from mbexport.layout import MODEL, PACKED_INPUTS, PACKED_MODEL
@@ -22,15 +23,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(bool(cuda_problems()), reason=
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-TEXTS = [
-    "All human beings are born free and equal in dignity and rights.",
-    "Alle Menschen sind frei und gleich an Würde und Rechten geboren. Straße, Größe, Äpfel.",
-    "Все люди рождаются свободными и равными в своем достоинстве и правах.",
-    "人人生而自由，在尊严和权利上一律平等。",
-    "", "ok", "Emoji 🙂 and symbols: ©®™ — “quotes” … 42% of $3.50!",
-    "The quick brown fox jumps over the lazy dog. " * 40,
-    "tokenization of unbelievably antidisestablishmentarianistic words",
-] * 30  # 270 texts: several packed batches at a small budget, every length
+TEXTS = MULTILINGUAL_TEXTS * 30  # 390 texts: several packed batches at a small budget, every length
 MAX_LENGTH = 256
 
 

@@ -37,7 +37,7 @@ from onnx import TensorProto
 
 from mbexport.export.encoder import Weights, embeddings_fused, encoder_layer, qkv_weights
 from mbexport.export.graph import Graph
-from mbexport.export.pooling import finish
+from mbexport.export.pooling import pool_rows
 from mbexport.heads.core import pooler_dense
 from mbexport.layout import PACKED_INPUTS, PooledOutput
 from mbexport.spec import BertSpec
@@ -87,16 +87,9 @@ def packed_pooler(g: Graph, w: Weights, hidden: str, starts: str) -> str:
 
 def packed_sentence_embedding(g: Graph, outputs: list[str], starts: str, pooled: PooledOutput) -> str | None:
     """``sentence_embedding`` [B, H] from the float32 packed ``outputs``; None when they cannot make it."""
-    source = "pooler_output" if pooled.pooling == "pooler" else "last_hidden_state"
-    if source not in outputs:
-        return None
-    if pooled.pooling == "cls":
-        vectors = g.op("Gather", [source, starts], "pooling/Gather", axis=0)
-    elif pooled.pooling == "mean":
-        vectors = _packed_mean(g, source, starts)
-    else:
-        vectors = source
-    return finish(g, vectors, pooled)
+    return pool_rows(g, outputs, pooled,
+                     cls=lambda source: g.op("Gather", [source, starts], "pooling/Gather", axis=0),
+                     mean=lambda source: _packed_mean(g, source, starts))
 
 
 def _packed_mean(g: Graph, hidden: str, starts: str) -> str:

@@ -17,6 +17,8 @@ The manifest's ``"sentence_embedding"`` record says which pooling and normalisat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from onnx import TensorProto
 
@@ -31,15 +33,20 @@ NORM_EPS = 1e-12
 def sentence_embedding(g: Graph, outputs: list[str], attention_mask: str, pooled: PooledOutput) -> str | None:
     """Emit ``sentence_embedding`` from the graph's float32 ``outputs``; None when they cannot make it
     (a head without ``last_hidden_state``, or ``pooler`` pooling without ``pooler_output``)."""
+    return pool_rows(g, outputs, pooled,
+                     cls=lambda source: g.op("Gather", [source, g.const("index0", 0, np.int64)], "pooling/Gather",
+                                             axis=1),
+                     mean=lambda source: _masked_mean(g, source, attention_mask))
+
+
+def pool_rows(g: Graph, outputs: list[str], pooled: PooledOutput, cls: Callable[[str], str],
+              mean: Callable[[str], str]) -> str | None:
+    """``sentence_embedding`` from ``outputs`` with the layout-specific ``cls`` / ``mean`` node builders (padded
+    [B, S, H] here, packed [tokens, H] in export/packed.py); None when ``outputs`` cannot make it."""
     source = "pooler_output" if pooled.pooling == "pooler" else "last_hidden_state"
     if source not in outputs:
         return None
-    if pooled.pooling == "cls":
-        vectors = g.op("Gather", [source, g.const("index0", 0, np.int64)], "pooling/Gather", axis=1)
-    elif pooled.pooling == "mean":
-        vectors = _masked_mean(g, source, attention_mask)
-    else:
-        vectors = source
+    vectors = cls(source) if pooled.pooling == "cls" else mean(source) if pooled.pooling == "mean" else source
     return finish(g, vectors, pooled)
 
 

@@ -13,10 +13,10 @@ padded int64 batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,20 @@ from mbexport.runtime.session import (
 )
 
 SLOTS = 2  # double buffering
+T = TypeVar("T")
+
+
+def one_ahead(prepare: Callable[[int], T], count: int, name: str) -> Iterator[T]:
+    """``prepare(0) .. prepare(count - 1)`` in order, each next one running on a worker thread while the
+    caller consumes the current one (``prepare`` releases the GIL: staging, packing)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mbexport-{name}") as worker:
+        pending = worker.submit(prepare, 0) if count else None
+        for b in range(count):
+            assert pending is not None
+            current = pending.result()
+            if b + 1 < count:
+                pending = worker.submit(prepare, b + 1)
+            yield current
 
 
 @register
@@ -60,16 +74,10 @@ class OrtCuda(Backend):
         if self.packed:
             yield from self._packed_batches(batcher, output)
             return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mbexport-stage") as stager:
-            staged = stager.submit(batcher.stage, 0, self.stager) if len(batcher) else None
-            for b in range(len(batcher)):
-                assert staged is not None
-                indices, slot, lengths = staged.result()
-                if b + 1 < len(batcher):
-                    staged = stager.submit(batcher.stage, b + 1, self.stager)
-                rows, width = self.stager.shape(slot)
-                mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
-                yield indices, self._run_slot(slot, rows, width, output), mask
+        for indices, slot, lengths in one_ahead(lambda b: batcher.stage(b, self.stager), len(batcher), "stage"):
+            rows, width = self.stager.shape(slot)
+            mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+            yield indices, self._run_slot(slot, rows, width, output), mask
 
     def _run_slot(self, slot: int, rows: int, width: int, output: str) -> np.ndarray:
         binding = self.session.io_binding()
@@ -87,21 +95,15 @@ class OrtCuda(Backend):
         """A packed Batcher's batches through the padding-free graph; batch b+1 is gathered (GIL released)
         while batch b runs. ``last_hidden_state`` ([tokens, H] there) comes back as [rows, width, H] with
         zeros at padding, as the padded graph's, so host pooling reads it the same way."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mbexport-pack") as packer:
-            pending = packer.submit(batcher.packed, 0) if len(batcher) else None
-            for b in range(len(batcher)):
-                assert pending is not None
-                indices, *arrays = pending.result()
-                if b + 1 < len(batcher):
-                    pending = packer.submit(batcher.packed, b + 1)
-                token_offset, cu_seqlens = arrays[3], arrays[4]
-                mask = (np.arange(token_offset.shape[1])[None, :] < np.diff(cu_seqlens)[:, None]).astype(np.int64)
-                rows = self._run_packed(dict(zip(PACKED_INPUTS, arrays, strict=True)), output)
-                if output == "last_hidden_state":
-                    padded = np.zeros((*mask.shape, rows.shape[-1]), dtype=rows.dtype)
-                    padded[mask.astype(bool)] = rows  # row-major order of the real slots is packed order
-                    rows = padded
-                yield indices, rows, mask
+        for indices, *arrays in one_ahead(batcher.packed, len(batcher), "pack"):
+            token_offset, cu_seqlens = arrays[3], arrays[4]
+            mask = (np.arange(token_offset.shape[1])[None, :] < np.diff(cu_seqlens)[:, None]).astype(np.int64)
+            rows = self._run_packed(dict(zip(PACKED_INPUTS, arrays, strict=True)), output)
+            if output == "last_hidden_state":
+                padded = np.zeros((*mask.shape, rows.shape[-1]), dtype=rows.dtype)
+                padded[mask.astype(bool)] = rows  # row-major order of the real slots is packed order
+                rows = padded
+            yield indices, rows, mask
 
     def _run_packed(self, feeds: dict[str, np.ndarray], output: str) -> np.ndarray:
         binding = self.session.io_binding()
