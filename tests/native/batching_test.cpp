@@ -7,21 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "batching/batch.h"
 #include "batching/buffers.h"
 #include "batching/cuda_runtime.h"
 
 using namespace mbexport;
 using namespace mbexport::batching;
-
-static int failures = 0;
-#define CHECK(cond)                                                  \
-  do {                                                               \
-    if (!(cond)) {                                                   \
-      std::fprintf(stderr, "%s:%d: CHECK(%s)\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                    \
-    }                                                                \
-  } while (0)
 
 struct Corpus {
   std::vector<int32_t> ids;
@@ -272,10 +264,5 @@ int main() {
   TestPackedLimits();
   TestScatter();
   TestBuffersWithoutGpu();
-  if (failures) {
-    std::fprintf(stderr, "%d check(s) failed\n", failures);
-    return 1;
-  }
-  std::printf("batching_test: all checks passed\n");
-  return 0;
+  return mbexport_test::Finish("batching_test");
 }

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "check.h"
 #include "batching/batch.h"
 #include "batching/buffers.h"
 #include "common/limits.h"
@@ -24,15 +25,6 @@
 
 using namespace mbexport;
 using namespace mbexport::batching;
-
-static int failures = 0;
-#define CHECK(cond)                                                          \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      std::fprintf(stderr, "%s:%d: CHECK(%s)\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                            \
-    }                                                                        \
-  } while (0)
 
 static bool Contains(const Status& s, const char* text) { return s.message().find(text) != std::string::npos; }
 
@@ -256,10 +248,5 @@ int main() {
   TestScatterExtremes();
   TestHostBufferSizes();
   TestCudaStagerBounds();
-  if (failures) {
-    std::fprintf(stderr, "%d check(s) failed\n", failures);
-    return 1;
-  }
-  std::printf("limits_test: all checks passed\n");
-  return 0;
+  return mbexport_test::Finish("limits_test");
 }
