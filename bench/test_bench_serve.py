@@ -6,12 +6,15 @@ to servers started in the same run on 127.0.0.1, each with 2 compute threads:
 
 - ``mbexport``: ``mbexport serve`` with cross-request batching (the defaults);
 - ``mbexport-nobatch``: the same server with ``--max-batch-requests 1`` (batching off);
+- ``mbexport-int8`` / ``mbexport-int8-nobatch``: the same two servers computing in calibrated int8
+  (``--device openvino --compute int8`` after ``mbexport calibrate`` on 320 other texts), the
+  reduced-precision CPU path; their rows record their cosine against sentence-transformers' fp32 rows;
 - ``st-fastapi``: the usual hand-written service, a FastAPI ``def`` endpoint (run in
   FastAPI's thread pool) calling ``SentenceTransformer.encode`` on each request's texts.
 
 Each records requests/s and p50/p99 latency in ``extra_info``; the last one records the
 ratios (goal on CPU: mbexport >= 3x st-fastapi's throughput at a lower p99, and >= 2x
-mbexport-nobatch). Rows are checked against each other (cosine) while timing.
+mbexport-nobatch; the int8 pair records the same ratios). Rows are checked against each other (cosine) while timing.
 
 Measure on an otherwise idle machine: the FastAPI baseline runs up to 40 ``encode`` calls at
 once (its thread pool), each with 2 torch threads, while mbexport computes on 2 onnxruntime
@@ -125,7 +128,15 @@ def servers(minilm_export: Path, minilm_dir: Path, tmp_path_factory: pytest.Temp
               "--threads", str(THREADS), "--auto-truncate", "--log-level", "warning"]
     app = tmp_path_factory.mktemp("st") / "st_app.py"
     app.write_text(ST_APP.format(threads=THREADS, max_length=MAX_LENGTH))
+    calibration = tmp_path_factory.mktemp("calibration") / "texts.txt"
+    calibration.write_text("\n".join(t.replace("\n", " ") for t in mixed_texts(320, minilm_dir / "vocab.txt", seed=11)),
+                           encoding="utf-8")
+    subprocess.run([MBEXPORT, "calibrate", str(minilm_export), "--texts", str(calibration)], check=True,
+                   capture_output=True)
+    int8 = [*common, "--device", "openvino", "--compute", "int8"]
     commands = {"mbexport": [MBEXPORT, *common], "mbexport-nobatch": [MBEXPORT, *common, "--max-batch-requests", "1"],
+                "mbexport-int8": [MBEXPORT, *int8],
+                "mbexport-int8-nobatch": [MBEXPORT, *int8, "--max-batch-requests", "1"],
                 "st-fastapi": [sys.executable, str(app), str(minilm_dir)]}
     processes, urls = [], {}
     try:
@@ -163,7 +174,7 @@ async def load(url: str, texts: list[str], clients: int) -> tuple[float, list[fl
         return time.perf_counter() - started, latencies, rows
 
 
-@pytest.mark.parametrize("engine", ["st-fastapi", "mbexport-nobatch", "mbexport"])
+@pytest.mark.parametrize("engine", ["st-fastapi", "mbexport-nobatch", "mbexport", "mbexport-int8-nobatch", "mbexport-int8"])
 def test_serve_load(benchmark, engine: str, servers: dict[str, str], texts: list[str], quick: bool) -> None:
     clients = 8 if quick else 32
     asyncio.run(load(servers[engine], texts[:clients], clients))  # warm-up: sessions, thread pools, caches
@@ -182,12 +193,14 @@ def test_serve_load(benchmark, engine: str, servers: dict[str, str], texts: list
     if "st-fastapi" in RESULTS and engine != "st-fastapi":
         reference = np.array(RESULTS_ROWS["st-fastapi"])
         figures["min_cosine_vs_st"] = float((rows * reference).sum(1).min())
+        assert figures["min_cosine_vs_st"] >= (0.99 if "int8" in engine else 0.9999), figures
     RESULTS_ROWS[engine] = rows
     info = {"engine": engine, "requests": len(texts), "clients": clients, **figures}
-    if engine == "mbexport" and {"st-fastapi", "mbexport-nobatch"} <= set(RESULTS):
+    nobatch = f"{engine}-nobatch"
+    if engine.startswith("mbexport") and {"st-fastapi", nobatch} <= set(RESULTS):
         info["throughput_vs_st"] = figures["requests_per_s"] / RESULTS["st-fastapi"]["requests_per_s"]
         info["p99_vs_st"] = figures["p99_ms"] / RESULTS["st-fastapi"]["p99_ms"]
-        info["throughput_vs_nobatch"] = figures["requests_per_s"] / RESULTS["mbexport-nobatch"]["requests_per_s"]
+        info["throughput_vs_nobatch"] = figures["requests_per_s"] / RESULTS[nobatch]["requests_per_s"]
     benchmark.extra_info.update(info)
     print(info)
 
