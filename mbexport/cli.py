@@ -276,6 +276,31 @@ def embed(
     (console if to_stdout else out_console).print(table)
 
 
+@app.command()
+def calibrate(
+    export_dir: Annotated[Path, typer.Argument(metavar="EXPORT_DIR", help="an fp32 export directory (mbexport convert ... --head base)")],
+    texts: Annotated[Path, typer.Option("--texts", metavar="FILE", help="UTF-8 texts like the ones you will embed, one per line")],
+    limit: Annotated[int, typer.Option(help="calibrate on the first N non-blank lines")] = 320,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="OpenVINO inference threads (default: all cores)")] = None,
+) -> None:
+    """Write the export's calibrated int8 model for OpenVINO (embed with --device openvino --compute int8)."""
+    import time
+
+    from mbexport.calibration import calibrate as calibrate_export
+    from mbexport.calibration import read_texts_file
+    from mbexport.layout import CALIBRATED_INT8, read_manifest
+
+    started = time.perf_counter()
+    path = calibrate_export(export_dir, read_texts_file(texts, limit), limit=limit, threads=threads)
+    record = read_manifest(path.parent)[CALIBRATED_INT8]
+    table = Table(title="mbexport calibrate", show_header=False)
+    table.add_row("int8 model", f"{path} (+ {', '.join(n for n in record['files'] if n != path.name)})")
+    table.add_row("calibrated on", f"{record['texts']:,} texts of {texts}, max length {record['max_length']}")
+    table.add_row("kept in float", f"{record['kept_in_float_ops']} MatMuls: {record['kept_in_float']}")
+    table.add_row("time", f"{time.perf_counter() - started:.1f} s")
+    out_console.print(table)
+
+
 def _embed_progress() -> Progress:
     """Lines done (of the total when known), rate, elapsed and ETA; on stderr, and only on a terminal."""
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=10), TextColumn("{task.fields[done]}"),
