@@ -107,7 +107,7 @@ def test_bf16_close_to_fp32(minilm_export: Path, held_out: list[str], fp32_rows:
 
 
 def test_int8_on_held_out_texts(calibrated: Path, held_out: list[str], fp32_rows: np.ndarray) -> None:
-    """Calibrated on 320 texts, run on 300 others: min cosine 0.992 measured here, bound 0.99."""
+    """Calibrated on 320 texts, run on 300 others: min cosine 0.993 measured here, bound 0.99."""
     emb = Embedder(calibrated, device="openvino", compute="int8")
     assert emb.backend.model_path == calibrated / INT8_MODEL
     rows = emb.embed(held_out)
