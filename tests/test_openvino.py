@@ -196,7 +196,13 @@ def test_tampered_int8_model_is_refused(calibrated: Path, tmp_path: Path) -> Non
     with pytest.raises(ExportDirError, match=f"{INT8_WEIGHTS} does not match its manifest .* re-run mbexport "
                                              f"calibrate {copy} --texts FILE"):
         Embedder(copy, device="openvino", compute="int8")
+    (copy / INT8_WEIGHTS).write_bytes((calibrated / INT8_WEIGHTS).read_bytes())
     manifest = json.loads((copy / "mbexport.json").read_text())
+    manifest[CALIBRATED_INT8]["from"][MODEL] = "0" * 64  # as if model.onnx had been rebuilt since
+    (copy / "mbexport.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportDirError, match=f"{INT8_MODEL} was calibrated from another {MODEL}; re-run mbexport "
+                                             f"calibrate {copy} --texts FILE"):
+        Embedder(copy, device="openvino", compute="int8")
     manifest[CALIBRATED_INT8]["files"].pop(INT8_WEIGHTS)
     (copy / "mbexport.json").write_text(json.dumps(manifest))
     with pytest.raises(ExportDirError, match=f"'calibrated_int8' must list {INT8_MODEL} and {INT8_WEIGHTS}"):

@@ -212,7 +212,8 @@ class Embedder:
             raise ExportDirError(f"{self.export_dir} has no calibrated int8 model for compute='int8'; "
                                  f"make one with: {remake}")
         verify_model_files(self.export_dir, self.manifest, record["files"], f"re-run {remake}")
-        if record.get("from", {}).get(MODEL) != self.manifest["files"][MODEL]["sha256"]:
+        source = record.get("from")
+        if not isinstance(source, dict) or source.get(MODEL) != self.manifest["files"][MODEL]["sha256"]:
             raise ExportDirError(f"{self.export_dir / INT8_MODEL} was calibrated from another {MODEL}; "
                                  f"re-run {remake}")
         return INT8_MODEL
