@@ -39,6 +39,9 @@ PACKED_INPUTS = ("input_ids", "token_type_ids", "position_ids", "token_offset", 
 INT8_MODEL = "model.int8.xml"
 INT8_WEIGHTS = "model.int8.bin"
 CALIBRATED_INT8 = "calibrated_int8"
+# The manifest's list of the source files an export copied (sentence-transformers' modules.json, 1_Pooling/config.json
+# ...), relative POSIX names: convert may replace them with the rest of the export.
+CARRIED = "carried"
 # The tokenizer's files, in the order WordPieceTokenizer.from_pretrained and save_pretrained use them.
 TOKENIZER_FILES = (VOCAB, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP)
 REQUIRED_FILES = (MODEL, CONFIG, VOCAB, TOKENIZER_CONFIG, MANIFEST)
@@ -131,6 +134,9 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
             return f"'files' lists {name!r}, which is not a file an export writes"
         if not _file_entry(entry):
             return f"files[{name!r}] must be {{'bytes': int, 'sha256': 64 hex digits}}"
+    carried = manifest.get(CARRIED, [])
+    if not (isinstance(carried, list) and all(_is_carried_name(name) for name in carried)):
+        return f"{CARRIED!r} must be a list of relative file names inside the export (at most one folder deep)"
     int8 = manifest.get(CALIBRATED_INT8)
     if int8 is not None and not (isinstance(int8, dict) and isinstance(int8.get("files"), dict)
                                  and set(int8["files"]) == {INT8_MODEL, INT8_WEIGHTS}
@@ -138,6 +144,11 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
         return (f"{CALIBRATED_INT8!r} must list {INT8_MODEL} and {INT8_WEIGHTS} in its 'files' as "
                 "{'bytes': int, 'sha256': 64 hex digits}")
     return None
+
+
+def _is_carried_name(name: Any) -> bool:
+    parts = name.split("/") if isinstance(name, str) else []
+    return 1 <= len(parts) <= 2 and all(part not in ("", ".", "..") and "\\" not in part for part in parts)
 
 
 def _file_entry(entry: Any) -> bool:

@@ -500,3 +500,25 @@ def test_mean_pooling_ignores_whatever_sits_at_padding() -> None:
     got = pool(output, mask, "mean")
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_an_export_carrying_sentence_transformers_files_is_replaced_and_nothing_else(minilm_dir: Path,
+                                                                                      tmp_path: Path) -> None:
+    """Old code refused to re-convert into its own export of a sentence-transformers model: the modules.json and
+    1_Pooling/ it copies were not names an export writes. Now the manifest lists what it carried; a file of the
+    user's beside them, or inside the module folder, still blocks the replacement."""
+    out = tmp_path / "minilm"
+    for _ in range(2):
+        result = run_mbexport("convert", str(minilm_dir), "--out", str(out), "--no-parity")
+        assert result.returncode == 0, result.stderr
+    assert "1_Pooling/config.json" in read_manifest(out)["carried"]
+    (out / "1_Pooling" / "notes.txt").write_text("precious")
+    before = tree(tmp_path)
+    result = run_mbexport("convert", str(minilm_dir), "--out", str(out), "--no-parity")
+    assert_one_line_error(result, "refusing to replace", "1_Pooling")
+    assert tree(tmp_path) == before
+    manifest = json.loads((out / "mbexport.json").read_text())
+    manifest["carried"] = ["../outside.txt"]
+    (out / "mbexport.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportDirError, match="'carried' must be a list of relative file names"):
+        read_manifest(out)

@@ -14,7 +14,7 @@ from mbexport import __version__
 from mbexport._ort import onnxruntime
 from mbexport.export.build import BuiltModel
 from mbexport.export.graph import MS_OPSET, ONNX_OPSET
-from mbexport.layout import FORMAT_VERSION, PACKED_INPUTS, PACKED_MODEL
+from mbexport.layout import CARRIED, FORMAT_VERSION, PACKED_INPUTS, PACKED_MODEL
 from mbexport.spec import Checkpoint
 
 
@@ -50,6 +50,7 @@ def build_manifest(checkpoint: Checkpoint, built: BuiltModel, source: dict[str, 
         **({"packed": _packed_record(built.packed)} if built.packed else {}),
         **({"quantization": quantization} if quantization else {}),
         "files": {p.name: {"bytes": p.stat().st_size, "sha256": digest} for p, digest in model_files.items()},
+        **({CARRIED: sorted(checkpoint.st_files)} if checkpoint.st_files else {}),
         "parity": parity,
     }
 

@@ -34,6 +34,7 @@ from onnx import helper
 from mbexport.errors import CheckpointFormatError, ExportDirError, ExportError, ExportLockedError
 from mbexport.export.build import BuiltModel
 from mbexport.layout import (
+    CARRIED,
     CONFIG,
     EXPORT_FILES,
     EXTERNAL_DATA,
@@ -115,20 +116,35 @@ def check_replaceable(out: Path) -> None:
                           "choose another --out or move it away")
 
 
+def _carried(out: Path, entry: Path, carried: set[str]) -> bool:
+    """Whether ``entry`` is one of the source files the export's manifest says it copied (modules.json, or a
+    module directory such as 1_Pooling/ holding exactly the files it lists): replacing those loses nothing."""
+    if entry.is_file():
+        return entry.name in carried
+    return entry.is_dir() and all(
+        p.is_file() and not p.is_symlink() and p.relative_to(out).as_posix() in carried for p in entry.iterdir())
+
+
 def _not_replaceable(out: Path) -> str | None:
     if out.is_symlink() or not out.is_dir():
         return "not a directory"
     entries = list(out.iterdir())
     if not entries:
         return None
-    foreign = sorted(p.name for p in entries if p.name not in EXPORT_FILES or p.is_symlink() or not p.is_file())
-    if foreign:
-        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        return f"it holds files an export does not write: {', '.join(foreign[:3])}{more}"
+    manifest: dict[str, Any] | None = None
+    problem = ""
     try:
         manifest = read_manifest(out)
     except ExportDirError as e:
-        return str(e)
+        problem = str(e)
+    carried = set(manifest.get(CARRIED, [])) if manifest else set()
+    foreign = sorted(p.name for p in entries if p.is_symlink() or not (
+        (p.name in EXPORT_FILES and p.is_file()) or _carried(out, p, carried)))
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        return f"it holds files an export does not write: {', '.join(foreign[:3])}{more}"
+    if manifest is None:
+        return problem
     unlisted = [name for name in manifest["files"] if not (out / name).is_file()]
     return f"its manifest lists missing files: {', '.join(unlisted)}" if unlisted else None
 
