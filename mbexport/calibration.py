@@ -12,6 +12,12 @@ holds for both flavors and any model size:
   after GELU, has outliers that one int8 scale per tensor cannot hold (MiniLM: min cosine 0.92
   against fp32 with them quantized, 0.99 without).
 
+SmoothQuant runs with alpha 0.5 on the MatMuls it quantizes (NNCF's transformer default is 0.95): it
+moves half of each activation channel's range into the weights, so the outlier channels feeding
+the attention and FFN-input projections fit the per-tensor int8 scale. On MiniLM, 2,000 held-out
+texts, calibrated on 320 others: min cosine against fp32 0.9875 at NNCF's default, 0.992-0.993
+at 0.5 (two text sets), at the same speed.
+
 The result is an OpenVINO IR (``layout.INT8_MODEL`` + ``layout.INT8_WEIGHTS``) written beside
 model.onnx, and a manifest record (``layout.CALIBRATED_INT8``) with both files' sha256, the model.onnx
 it came from, how many texts calibrated it (and their digest), the rule, and the tool versions. The
@@ -41,6 +47,7 @@ from mbexport.runtime.embedder import Embedder
 MIN_TEXTS = 64  # 8 batches: fewer texts give activation ranges that the next texts routinely exceed
 DEFAULT_LIMIT = 320  # what the figures in docs/EMBEDDER.md were calibrated on (~10 s for MiniLM on 2 cores)
 BATCH = 8  # texts per calibration batch, padded to the longest
+SMOOTH_QUANT_ALPHA = 0.5  # share of activation range moved into the weights (see the module doc)
 KEPT_IN_FLOAT = ("MatMuls whose second input is not a constant (attention scores and context) and the FFN "
                  "output projections (weight input dimension = the model's intermediate size)")
 
@@ -72,11 +79,15 @@ def calibrate(export_dir: str | Path, texts: Iterable[str], limit: int | None = 
                                                     max_length=embedder.max_length, return_tensors="np").items()
                 if k in inputs} for i in range(0, len(chosen), BATCH)]
     with _nncf_warnings_only():
+        smooth_quant = nncf.AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA)
         quantized = nncf.quantize(model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
-                                  subset_size=len(batches), ignored_scope=nncf.IgnoredScope(names=kept))
+                                  subset_size=len(batches), ignored_scope=nncf.IgnoredScope(names=kept),
+                                  advanced_parameters=nncf.AdvancedQuantizationParameters(
+                                      smooth_quant_alphas=smooth_quant))
     record = {"model": INT8_MODEL, "texts": len(chosen), "texts_sha256": _texts_digest(chosen),
               "max_length": embedder.max_length, "batch": BATCH, "kept_in_float": KEPT_IN_FLOAT,
-              "kept_in_float_ops": len(kept), "from": {MODEL: embedder.manifest["files"][MODEL]["sha256"]},
+              "kept_in_float_ops": len(kept),
+              "smooth_quant_alpha": SMOOTH_QUANT_ALPHA, "from": {MODEL: embedder.manifest["files"][MODEL]["sha256"]},
               "openvino": version("openvino"), "nncf": version("nncf")}
     _write(embedder.export_dir, embedder.manifest, quantized, record)
     return embedder.export_dir / INT8_MODEL
