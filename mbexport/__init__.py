@@ -24,6 +24,7 @@ from mbexport.errors import (
 
 if TYPE_CHECKING:
     from mbexport import _native
+    from mbexport.calibration import calibrate
     from mbexport.converter import convert
     from mbexport.runtime import Embedder
     from mbexport.tokenizer import WordPieceTokenizer
@@ -35,6 +36,7 @@ __version__ = version("mbexport")
 _LAZY = {
     "Embedder": "mbexport.runtime",
     "WordPieceTokenizer": "mbexport.tokenizer",
+    "calibrate": "mbexport.calibration",
     "convert": "mbexport.converter",
     "_native": "mbexport._native",
 }
@@ -53,6 +55,7 @@ __all__ = [
     "WordPieceTokenizer",
     "__version__",
     "_native",
+    "calibrate",
     "convert",
 ]
 

@@ -46,7 +46,8 @@ Precision = Literal["fp32", "fp16", "int8"]
 Flavor = Literal["fused", "portable", "packed"]
 Reference = Literal["auto", "torch", "numpy"]
 Pooling = Literal["cls", "mean", "pooler"]
-Device = Literal["cpu", "cuda", "tensorrt", "auto"]
+Device = Literal["cpu", "cuda", "openvino", "tensorrt", "auto"]
+Compute = Literal["fp32", "bf16", "int8"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 Family = Literal["multiberts", "earlyberts"]
 KeepExports = Literal["none", "final", "all"]
@@ -219,7 +220,8 @@ def embed(
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalize each vector (default: what the model says, else no)")] = None,
     max_length: Annotated[Optional[int], typer.Option(min=2, help="truncate texts to this many tokens (default: what the model says, else its maximum)")] = None,
     batch_tokens: Annotated[Optional[int], typer.Option(min=1, help=f"padded tokens per batch ({BATCH_TOKENS_DEFAULT})")] = None,
-    device: Annotated[Device, typer.Option(help="auto: CUDA when usable, else CPU")] = "cpu",
+    device: Annotated[Device, typer.Option(help="auto: CUDA when usable, else CPU; openvino: OpenVINO's CPU plugin")] = "cpu",
+    compute: Annotated[Compute, typer.Option(help="arithmetic for an fp32 export; bf16 and int8 (after mbexport calibrate) on --device openvino")] = "fp32",
     threads: Annotated[Optional[int], typer.Option(min=1, help="onnxruntime intra-op threads (default: all cores)")] = None,
     skip_bad_lines: Annotated[bool, typer.Option("--skip-bad-lines", help="skip (and count) lines that are not UTF-8/JSON")] = False,
 ) -> None:
@@ -231,7 +233,7 @@ def embed(
     from mbexport.runtime.files import AtomicOutput, JsonlStream, ReadCounts, count_lines, read_texts
 
     embedder = Embedder(export_dir, device=device, pooling=pooling, normalize=normalize, max_length=max_length,
-                        batch_tokens=batch_tokens, threads=threads)
+                        batch_tokens=batch_tokens, threads=threads, compute=compute)
     to_stdout = str(out) == "-"
     writer = JsonlStream(sys.stdout) if to_stdout else AtomicOutput(out, embedder.hidden_size, skip_bad_lines)
     counts = ReadCounts()
@@ -266,12 +268,37 @@ def embed(
     table.add_row("truncated", f"{stats.truncated:,} texts longer than {embedder.max_length} tokens")
     skipped = f"{counts.skipped:,} bad lines"
     table.add_row("skipped", skipped + (f" (first: line {counts.first_skipped})" if counts.skipped else ""))
-    table.add_row("device", embedder.device)
+    table.add_row("device", embedder.device if compute == "fp32" else f"{embedder.device} ({compute})")
     for setting, value in (("pooling", embedder.pooling), ("normalize", "yes" if embedder.normalize else "no"),
                            ("max length", embedder.max_length)):
         table.add_row(setting, f"{value} (from {embedder.origins[setting.replace(' ', '_')]})")
     table.add_row("speed", f"{elapsed:.2f} s, {stats.texts / elapsed:,.0f} texts/s, {stats.tokens / elapsed:,.0f} tokens/s")
     (console if to_stdout else out_console).print(table)
+
+
+@app.command()
+def calibrate(
+    export_dir: Annotated[Path, typer.Argument(metavar="EXPORT_DIR", help="an fp32 export directory (mbexport convert ... --head base)")],
+    texts: Annotated[Path, typer.Option("--texts", metavar="FILE", help="UTF-8 texts like the ones you will embed, one per line")],
+    limit: Annotated[int, typer.Option(help="calibrate on the first N non-blank lines")] = 320,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="OpenVINO inference threads (default: all cores)")] = None,
+) -> None:
+    """Write the export's calibrated int8 model for OpenVINO (embed with --device openvino --compute int8)."""
+    import time
+
+    from mbexport.calibration import calibrate as calibrate_export
+    from mbexport.calibration import read_texts_file
+    from mbexport.layout import CALIBRATED_INT8, read_manifest
+
+    started = time.perf_counter()
+    path = calibrate_export(export_dir, read_texts_file(texts, limit), limit=limit, threads=threads)
+    record = read_manifest(path.parent)[CALIBRATED_INT8]
+    table = Table(title="mbexport calibrate", show_header=False)
+    table.add_row("int8 model", f"{path} (+ {', '.join(n for n in record['files'] if n != path.name)})")
+    table.add_row("calibrated on", f"{record['texts']:,} texts of {texts}, max length {record['max_length']}")
+    table.add_row("kept in float", f"{record['kept_in_float_ops']} MatMuls: {record['kept_in_float']}")
+    table.add_row("time", f"{time.perf_counter() - started:.1f} s")
+    out_console.print(table)
 
 
 def _embed_progress() -> Progress:
@@ -300,7 +327,8 @@ def serve(
     name: Annotated[Optional[list[str]], typer.Option(help="model name per export, in order (default: the directory's name)")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8080,
-    device: Annotated[Device, typer.Option(help="auto: CUDA when usable, else CPU")] = "cpu",
+    device: Annotated[Device, typer.Option(help="auto: CUDA when usable, else CPU; openvino: OpenVINO's CPU plugin")] = "cpu",
+    compute: Annotated[Compute, typer.Option(help="arithmetic for an fp32 export; bf16 and int8 (after mbexport calibrate) on --device openvino")] = "fp32",
     pooling: Annotated[Optional[Pooling], typer.Option(help="default: what the export means")] = None,
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalize (default: what the export means; TEI requests choose)")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="longest input in tokens (default: the model's)")] = None,
@@ -327,7 +355,7 @@ def serve(
 
     given = {"pooling": pooling, "normalize": normalize, "max_length": max_length}
     embedders = load_embedders(export_dirs, names, device=device, batch_tokens=batch_tokens, threads=threads,
-                               **{k: v for k, v in given.items() if v is not None})
+                               compute=compute, **{k: v for k, v in given.items() if v is not None})
     run(embedders, host, port, ServeLimits(max_inputs, max_body_bytes, auto_truncate),
         BatchLimits(max_queue, max_batch_texts=2048, max_batch_tokens=max_batch_tokens,
                     max_batch_requests=max_batch_requests, wait=batch_wait_ms / 1000), log_level=log_level)

@@ -34,11 +34,16 @@ SENTENCE_EMBEDDING = "sentence_embedding"
 PACKED_MODEL = "model.packed.onnx"
 # Its inputs, int32, in the order the native Batcher's packed mode returns them.
 PACKED_INPUTS = ("input_ids", "token_type_ids", "position_ids", "token_offset", "cu_seqlens")
+# ``mbexport calibrate``: the calibrated int8 model for OpenVINO (IR: graph + weights) beside MODEL; the manifest's
+# CALIBRATED_INT8 record lists both files with their sha256 and says how they were made.
+INT8_MODEL = "model.int8.xml"
+INT8_WEIGHTS = "model.int8.bin"
+CALIBRATED_INT8 = "calibrated_int8"
 # The tokenizer's files, in the order WordPieceTokenizer.from_pretrained and save_pretrained use them.
 TOKENIZER_FILES = (VOCAB, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP)
 REQUIRED_FILES = (MODEL, CONFIG, VOCAB, TOKENIZER_CONFIG, MANIFEST)
 # Every file an export directory may hold: anything else there is the user's, never replaced.
-EXPORT_FILES = frozenset({*REQUIRED_FILES, EXTERNAL_DATA, SPECIAL_TOKENS_MAP, PACKED_MODEL})
+EXPORT_FILES = frozenset({*REQUIRED_FILES, EXTERNAL_DATA, SPECIAL_TOKENS_MAP, PACKED_MODEL, INT8_MODEL, INT8_WEIGHTS})
 
 
 def is_export(directory: Path) -> bool:
@@ -124,10 +129,20 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     for name, entry in manifest["files"].items():
         if name not in EXPORT_FILES:
             return f"'files' lists {name!r}, which is not a file an export writes"
-        if not (isinstance(entry, dict) and is_int(entry.get("bytes")) and entry["bytes"] >= 0
-                and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64):
+        if not _file_entry(entry):
             return f"files[{name!r}] must be {{'bytes': int, 'sha256': 64 hex digits}}"
+    int8 = manifest.get(CALIBRATED_INT8)
+    if int8 is not None and not (isinstance(int8, dict) and isinstance(int8.get("files"), dict)
+                                 and set(int8["files"]) == {INT8_MODEL, INT8_WEIGHTS}
+                                 and all(map(_file_entry, int8["files"].values()))):
+        return (f"{CALIBRATED_INT8!r} must list {INT8_MODEL} and {INT8_WEIGHTS} in its 'files' as "
+                "{'bytes': int, 'sha256': 64 hex digits}")
     return None
+
+
+def _file_entry(entry: Any) -> bool:
+    return (isinstance(entry, dict) and is_int(entry.get("bytes")) and entry["bytes"] >= 0
+            and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64)
 
 
 def packed_model(manifest: dict[str, Any]) -> str | None:
@@ -139,8 +154,10 @@ def _kind(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
-def verify_model_files(export_dir: Path, manifest: dict[str, Any]) -> None:
-    """Check each file the manifest lists (model.onnx, its external data) against its size and sha256.
+def verify_model_files(export_dir: Path, manifest: dict[str, Any], files: dict[str, Any] | None = None,
+                       fix: str = "re-run mbexport convert to rebuild {export_dir}") -> None:
+    """Check each file the manifest lists (model.onnx, its external data) against its size and sha256;
+    ``files`` checks another record's files instead (the calibrated int8 model), ``fix`` says how to remake them.
 
     A tampered or swapped model raises :class:`ExportDirError`. Hashing a large model takes a
     while, so a verified file is remembered in ``$MBEXPORT_HOME/verified.json`` keyed by its path,
@@ -150,7 +167,8 @@ def verify_model_files(export_dir: Path, manifest: dict[str, Any]) -> None:
     read-only, and a cache there would be writable by whoever can swap the model.
     """
     cache = _VerifiedCache.load()
-    for name, entry in manifest["files"].items():
+    fix = fix.format(export_dir=export_dir)
+    for name, entry in (manifest["files"] if files is None else files).items():
         path = export_dir / name
         try:
             st = path.stat()
@@ -158,7 +176,7 @@ def verify_model_files(export_dir: Path, manifest: dict[str, Any]) -> None:
             raise ExportDirError(f"{path} cannot be read ({e.strerror}); re-run mbexport convert") from None
         if st.st_size != entry["bytes"]:
             raise ExportDirError(f"{path} is {st.st_size} bytes but the manifest says {entry['bytes']}: it was "
-                                 f"changed after export; re-run mbexport convert to rebuild {export_dir}")
+                                 f"changed after export; {fix}")
         key = "|".join(map(str, (path.resolve(), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
                                  entry["sha256"])))
         if cache.known(key):
@@ -169,8 +187,7 @@ def verify_model_files(export_dir: Path, manifest: dict[str, Any]) -> None:
             raise ExportDirError(f"{path} cannot be read ({e.strerror}); check its permissions") from None
         if got != entry["sha256"]:
             raise ExportDirError(f"{path} does not match its manifest (sha256 {got[:12]}..., expected "
-                                 f"{entry['sha256'][:12]}...): it was changed after export; "
-                                 f"re-run mbexport convert to rebuild {export_dir}")
+                                 f"{entry['sha256'][:12]}...): it was changed after export; {fix}")
         cache.add(key)
     cache.save()
 

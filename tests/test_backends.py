@@ -54,7 +54,7 @@ def sentence_transformer(minilm_dir: Path):
 
 
 def test_registry_names_every_device():
-    assert DEVICES == ("cpu", "cuda", "tensorrt", "auto") and set(BACKENDS) == set(DEVICES[:-1])
+    assert DEVICES == ("cpu", "cuda", "openvino", "tensorrt", "auto") and set(BACKENDS) == set(DEVICES[:-1])
     assert all(issubclass(cls, Backend) and cls.name == name for name, cls in BACKENDS.items())
     assert {cls.device for cls in BACKENDS.values()} == {"cpu", "cuda"}
 
@@ -63,7 +63,7 @@ def test_cpu_backend_is_chosen_by_device_string(minilm_export):
     emb = Embedder(minilm_export, device="cpu")
     assert type(emb.backend) is OrtCpu and emb.device == "cpu"
     assert emb.backend.inputs == ["input_ids", "attention_mask", "token_type_ids"]
-    with pytest.raises(ArgumentError, match="device must be one of cpu, cuda, tensorrt, auto, got 'gpu'"):
+    with pytest.raises(ArgumentError, match="device must be one of cpu, cuda, openvino, tensorrt, auto, got 'gpu'"):
         Embedder(minilm_export, device="gpu")
 
 

@@ -29,13 +29,13 @@ def test_option_choices_are_the_apis() -> None:
 
 def test_help_lists_the_choices() -> None:
     embed = run_mbexport("embed", "--help", text=True, env={"COLUMNS": "200"})
-    assert embed.returncode == 0 and "cls|mean|pooler" in embed.stdout and "cpu|cuda|tensorrt|auto" in embed.stdout
+    assert embed.returncode == 0 and "cls|mean|pooler" in embed.stdout and "cpu|cuda|openvino|tensorrt|auto" in embed.stdout
     convert = run_mbexport("convert", "--help", text=True, env={"COLUMNS": "200"})
     assert "fp32|fp16|int8" in convert.stdout and "fused|portable" in convert.stdout
     sweep = run_mbexport("sweep", "--help", text=True, env={"COLUMNS": "200"})
     assert "multiberts|earlyberts" in sweep.stdout and "none|final|all" in sweep.stdout and "local|ray" in sweep.stdout
     serve = run_mbexport("serve", "--help", text=True, env={"COLUMNS": "200"})
-    assert "cpu|cuda|tensorrt|auto" in serve.stdout and "cls|mean|pooler" in serve.stdout
+    assert "cpu|cuda|openvino|tensorrt|auto" in serve.stdout and "cls|mean|pooler" in serve.stdout
     bad = run_mbexport("sweep", "--family", "bert", "--out", "x", text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 

@@ -37,6 +37,8 @@ import numpy as np
 from mbexport import _native
 from mbexport.errors import ArgumentError, ExportDirError, MbexportError, TokenizerInputError
 from mbexport.layout import (
+    CALIBRATED_INT8,
+    INT8_MODEL,
     MODEL,
     SPECIAL_TOKENS_MAP,
     TOKENIZER_CONFIG,
@@ -47,7 +49,7 @@ from mbexport.layout import (
     verify_model_files,
 )
 from mbexport.layout import SENTENCE_EMBEDDING as POOLED_OUTPUT
-from mbexport.runtime.backends import BACKENDS, resolve_device
+from mbexport.runtime.backends import BACKENDS, check_compute, resolve_device
 from mbexport.runtime.pooling import POOLINGS, l2_normalize, output_for, pool
 from mbexport.semantics import export_semantics
 from mbexport.semantics import resolve as resolve_semantics
@@ -83,6 +85,9 @@ class Embedder:
     no normalisation, the model's maximum length); explicit arguments win. ``origins`` says
     where each setting came from ("sentence-transformers", "default" or "option").
 
+    ``compute`` is the arithmetic an fp32 export runs in: ``fp32``, or on ``device="openvino"`` ``bf16``
+    (the CPU's bf16 units) or ``int8`` (the model ``mbexport calibrate`` wrote beside model.onnx).
+
     >>> emb = Embedder("exports/minilm")  # mean pooling, normalised, 256 tokens: as the model says
     >>> emb.embed(["hello world", ""]).shape
     (2, 384)
@@ -90,7 +95,8 @@ class Embedder:
 
     def __init__(self, export_dir: str | Path, device: str = "cpu", pooling: str | None = None,
                  normalize: bool | None = None, max_length: int | None = None, batch_tokens: int | None = None,
-                 threads: int | None = None, window: int = DEFAULT_WINDOW, spin: bool = True) -> None:
+                 threads: int | None = None, window: int = DEFAULT_WINDOW, spin: bool = True,
+                 compute: str = "fp32") -> None:
         self.export_dir = resolve_export_dir(Path(export_dir))
         self.manifest = read_manifest(self.export_dir)
         # None = what the export's source means (its sentence-transformers config, else cls / no norm / model max).
@@ -118,12 +124,18 @@ class Embedder:
         self.normalize = normalize
         self.window = window
         self.device = resolve_device(device)
+        check_compute(compute, self.device)
+        if compute != "fp32" and self.manifest["precision"] != "fp32":
+            raise ArgumentError(f"compute={compute!r} runs an fp32 export, and {self.export_dir} is "
+                                f"{self.manifest['precision']}; convert with --precision fp32 or use compute='fp32'")
+        self.compute = compute
         backend = BACKENDS[self.device]
         self.batch_tokens = batch_tokens or _native.DEFAULT_BATCH_TOKENS[backend.device]
         if self.batch_tokens < self.max_length:
             raise ArgumentError(f"batch_tokens (--batch-tokens, default {self.batch_tokens} on {self.device}) must "
                                 f"be >= max_length ({self.max_length}); pass a larger batch_tokens")
         verify_model_files(self.export_dir, self.manifest)
+        model_file = self._int8_model() if compute == "int8" else None
         self.tokenizer = _load_tokenizer(self.export_dir, model["vocab"])
         pad_id = self.tokenizer.pad_token_id  # padding is masked out: any id inside the embedding table will do
         self.pad_id = pad_id if pad_id < model["vocab"] else 0
@@ -131,7 +143,8 @@ class Embedder:
         # The padding-free graph where the backend runs it (CUDA) and the export has it; else padded batches.
         packed = packed_model(self.manifest) if backend.runs_packed else None
         self.packed = packed is not None
-        self.backend = backend(self.export_dir / (packed or MODEL), threads, capacity, spin=spin)
+        self.backend = backend(self.export_dir / (model_file or packed or MODEL), threads, capacity, spin=spin,
+                               compute=compute)
         self.pooled = PooledOutput.from_manifest(self.manifest)  # what the graph's sentence_embedding holds
         self.stats = EmbedStats()
 
@@ -181,10 +194,25 @@ class Embedder:
         return out
 
     def __repr__(self) -> str:
-        return (f"Embedder({str(self.export_dir)!r}, device={self.device!r}, pooling={self.pooling!r}, "
+        return (f"Embedder({str(self.export_dir)!r}, device={self.device!r}, compute={self.compute!r}, "
+                f"pooling={self.pooling!r}, "
                 f"normalize={self.normalize}, max_length={self.max_length}, batch_tokens={self.batch_tokens})")
 
     # -- pipeline -----------------------------------------------------------------------------
+
+    def _int8_model(self) -> str:
+        """The calibrated int8 model's file name, checked against its manifest record and made from this
+        export's model.onnx (a re-converted export drops the record with the rest of the directory)."""
+        record = self.manifest.get(CALIBRATED_INT8)
+        remake = f"mbexport calibrate {self.export_dir} --texts FILE"
+        if record is None:
+            raise ExportDirError(f"{self.export_dir} has no calibrated int8 model for compute='int8'; "
+                                 f"make one with: {remake}")
+        verify_model_files(self.export_dir, self.manifest, record["files"], f"re-run {remake}")
+        if record.get("from", {}).get(MODEL) != self.manifest["files"][MODEL]["sha256"]:
+            raise ExportDirError(f"{self.export_dir / INT8_MODEL} was calibrated from another {MODEL}; "
+                                 f"re-run {remake}")
+        return INT8_MODEL
 
     def _submit(self, worker: ThreadPoolExecutor, source: Iterator[str], start: int) -> Future[Any] | None:
         texts = list(islice(source, self.window))

@@ -62,6 +62,13 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_threads(threads: int | None) -> int:
+    """The compute threads to use: ``threads``, or every usable core for None; ArgumentError otherwise."""
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ArgumentError(f"threads (--threads) must be an integer >= 1, got {threads!r}")
+    return threads or default_threads()
+
+
 def create_session(model_path: Path | str, device: str = "cpu", threads: int | None = None,
                    cuda_stream: int | None = None, optimize: bool = True, spin: bool = True) -> ort.InferenceSession:
     """An InferenceSession for ``model_path`` on a resolved device (a key of PROVIDERS).
@@ -75,10 +82,8 @@ def create_session(model_path: Path | str, device: str = "cpu", threads: int | N
     """
     if device not in PROVIDERS:
         raise ArgumentError(f"create_session takes a resolved device ({', '.join(PROVIDERS)}), got {device!r}")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise ArgumentError(f"threads (--threads) must be an integer >= 1, got {threads!r}")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or default_threads()
+    options.intra_op_num_threads = check_threads(threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")

@@ -5,6 +5,7 @@ host when the graph's ``sentence_embedding`` does not hold what was asked, scatt
 order, stats); a backend owns the session and moving batches through it::
 
     backend = BACKENDS["cuda"](model_path, threads=None, capacity=65536)   # open the export
+    backend.computes                                     # the arithmetic it runs an fp32 export in
     backend.inputs                                       # the graph's input names
     for indices, rows, mask in backend.batches(batcher, "sentence_embedding"):
         ...                                              # one graph output per batch, on the host
@@ -26,13 +27,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mbexport.errors import ArgumentError, CudaUnavailableError, ExportDirError
+from mbexport.errors import ArgumentError, CudaUnavailableError, ExportDirError, MissingExtraError
 from mbexport.runtime.session import ort_error
 
 # (row indices into the window, the output for those rows, their attention mask)
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 BACKENDS: dict[str, type[Backend]] = {}  # filled by the modules of this package, imported at the end
 AUTO_ORDER = ("cuda", "cpu")  # what device="auto" tries, in order
+# The Embedder's ``compute``: the arithmetic an fp32 export runs in (the reduced ones need a backend that has them).
+COMPUTES = ("fp32", "bf16", "int8")
 log = logging.getLogger("mbexport")
 _auto_fallback_said = False
 
@@ -45,12 +48,15 @@ class Backend(ABC):
     # Whether it runs an export's padding-free graph (layout.PACKED_MODEL) when the export has one: the
     # Embedder then opens that graph and plans packed batches (onnxruntime has PackedAttention on CUDA only).
     runs_packed: ClassVar[bool] = False
+    computes: ClassVar[tuple[str, ...]] = ("fp32",)  # the COMPUTES it runs; for "int8", model_path is the int8 model
     inputs: list[str]  # the graph's input names (older exports may lack token_type_ids)
 
-    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True) -> None:
+    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True,
+                 compute: str = "fp32") -> None:
         """``capacity``: the most padded tokens one batch holds (sizes device staging buffers); ``spin``:
-        whether idle onnxruntime threads spin-wait (see ``create_session``)."""
+        whether idle onnxruntime threads spin-wait (see ``create_session``); ``compute``: one of ``computes``."""
         self.model_path = model_path
+        self.compute = compute
 
     @classmethod
     def problems(cls) -> tuple[str, ...]:
@@ -71,6 +77,16 @@ def register(cls: type[Backend]) -> type[Backend]:
     return cls
 
 
+def check_compute(compute: str, device: str) -> None:
+    """ArgumentError unless the backend of a resolved ``device`` runs ``compute``, naming one that does."""
+    if compute not in COMPUTES:
+        raise ArgumentError(f"compute (--compute) must be one of {', '.join(COMPUTES)}, got {compute!r}")
+    if compute not in BACKENDS[device].computes:
+        runs = [name for name, cls in BACKENDS.items() if compute in cls.computes]
+        raise ArgumentError(f"compute={compute!r} runs on device={runs[0]!r} (pip install 'mbexport[{runs[0]}]'), "
+                            f"not device={device!r}; pass device={runs[0]!r} or compute='fp32'")
+
+
 def resolve_device(device: str) -> str:
     """A backend usable here for ``device``: raises naming every missing piece for an unusable named
     backend; ``auto`` takes the first usable of AUTO_ORDER and says once per process when that is not CUDA."""
@@ -80,7 +96,8 @@ def resolve_device(device: str) -> str:
     if device != "auto":
         problems = BACKENDS[device].problems()
         if problems:
-            raise CudaUnavailableError(f"device={device!r} is not usable here:\n  - " + "\n  - ".join(problems)
+            unusable = CudaUnavailableError if BACKENDS[device].device == "cuda" else MissingExtraError
+            raise unusable(f"device={device!r} is not usable here:\n  - " + "\n  - ".join(problems)
                                        + "\nUse device='cpu', or device='auto' to fall back to CPU.")
         return device
     best = AUTO_ORDER[0]
