@@ -60,11 +60,12 @@ def calibrate(export_dir: str | Path, texts: Iterable[str], limit: int | None = 
     if len(chosen) < MIN_TEXTS:
         raise ArgumentError(f"calibration needs at least {MIN_TEXTS} texts like the ones you will embed, got "
                             f"{len(chosen)}; pass more (--texts FILE: one text per line)")
+    _openvino.openvino()  # before any work: MissingExtraError naming the extra
+    nncf = _openvino.nncf()
     embedder = Embedder(export_dir, device="openvino", threads=threads)  # checks the export; its tokenizing
     if embedder.manifest["precision"] != "fp32":
         raise ArgumentError(f"{embedder.export_dir} is a {embedder.manifest['precision']} export; calibrate an "
                             "fp32 one (mbexport convert --precision fp32)")
-    nncf = _openvino.nncf()
     model = _openvino.core().read_model(str(embedder.export_dir / MODEL))
     kept = kept_in_float(model, embedder.manifest["model"]["intermediate"])
     inputs = {port.get_any_name() for port in model.inputs}

@@ -95,9 +95,10 @@ def resolve_device(device: str) -> str:
         raise ArgumentError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device != "auto":
         problems = BACKENDS[device].problems()
+        if problems and BACKENDS[device].device != "cuda":  # a CPU backend lacks nothing but its extra
+            raise MissingExtraError(f"device={device!r} is not usable here: {'; '.join(problems)}")
         if problems:
-            unusable = CudaUnavailableError if BACKENDS[device].device == "cuda" else MissingExtraError
-            raise unusable(f"device={device!r} is not usable here:\n  - " + "\n  - ".join(problems)
+            raise CudaUnavailableError(f"device={device!r} is not usable here:\n  - " + "\n  - ".join(problems)
                                        + "\nUse device='cpu', or device='auto' to fall back to CPU.")
         return device
     best = AUTO_ORDER[0]
