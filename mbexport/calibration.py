@@ -45,8 +45,7 @@ KEPT_IN_FLOAT = ("MatMuls whose second input is not a constant (attention scores
                  "output projections (weight input dimension = the model's intermediate size)")
 
 
-def calibrate(export_dir: str | Path, texts: Iterable[str], limit: int | None = DEFAULT_LIMIT,
-              threads: int | None = None) -> Path:
+def calibrate(export_dir: str | Path, texts: Iterable[str], limit: int | None = DEFAULT_LIMIT) -> Path:
     """Write the calibrated int8 model of an fp32 export, from the first ``limit`` of ``texts`` (None: all);
     returns its path. ``compute="int8"`` on ``device="openvino"`` then runs it."""
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < MIN_TEXTS):
@@ -62,7 +61,7 @@ def calibrate(export_dir: str | Path, texts: Iterable[str], limit: int | None = 
                             f"{len(chosen)}; pass more (--texts FILE: one text per line)")
     _openvino.openvino()  # before any work: MissingExtraError naming the extra
     nncf = _openvino.nncf()
-    embedder = Embedder(export_dir, device="openvino", threads=threads)  # checks the export; its tokenizing
+    embedder = Embedder(export_dir, device="openvino")  # checks the export; its tokenizing
     if embedder.manifest["precision"] != "fp32":
         raise ArgumentError(f"{embedder.export_dir} is a {embedder.manifest['precision']} export; calibrate an "
                             "fp32 one (mbexport convert --precision fp32)")

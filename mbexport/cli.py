@@ -281,7 +281,6 @@ def calibrate(
     export_dir: Annotated[Path, typer.Argument(metavar="EXPORT_DIR", help="an fp32 export directory (mbexport convert ... --head base)")],
     texts: Annotated[Path, typer.Option("--texts", metavar="FILE", help="UTF-8 texts like the ones you will embed, one per line")],
     limit: Annotated[int, typer.Option(help="calibrate on the first N non-blank lines")] = 320,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="OpenVINO inference threads (default: all cores)")] = None,
 ) -> None:
     """Write the export's calibrated int8 model for OpenVINO (embed with --device openvino --compute int8)."""
     import time
@@ -291,7 +290,7 @@ def calibrate(
     from mbexport.layout import CALIBRATED_INT8, read_manifest
 
     started = time.perf_counter()
-    path = calibrate_export(export_dir, read_texts_file(texts, limit), limit=limit, threads=threads)
+    path = calibrate_export(export_dir, read_texts_file(texts, limit), limit=limit)
     record = read_manifest(path.parent)[CALIBRATED_INT8]
     table = Table(title="mbexport calibrate", show_header=False)
     table.add_row("int8 model", f"{path} (+ {', '.join(n for n in record['files'] if n != path.name)})")

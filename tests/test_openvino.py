@@ -196,7 +196,13 @@ def test_tampered_int8_model_is_refused(calibrated: Path, tmp_path: Path) -> Non
     with pytest.raises(ExportDirError, match=f"{INT8_WEIGHTS} does not match its manifest .* re-run mbexport "
                                              f"calibrate {copy} --texts FILE"):
         Embedder(copy, device="openvino", compute="int8")
+    (copy / INT8_WEIGHTS).write_bytes((calibrated / INT8_WEIGHTS).read_bytes())
     manifest = json.loads((copy / "mbexport.json").read_text())
+    manifest[CALIBRATED_INT8]["from"][MODEL] = "0" * 64  # as if model.onnx had been rebuilt since
+    (copy / "mbexport.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportDirError, match=f"{INT8_MODEL} was calibrated from another {MODEL}; re-run mbexport "
+                                             f"calibrate {copy} --texts FILE"):
+        Embedder(copy, device="openvino", compute="int8")
     manifest[CALIBRATED_INT8]["files"].pop(INT8_WEIGHTS)
     (copy / "mbexport.json").write_text(json.dumps(manifest))
     with pytest.raises(ExportDirError, match=f"'calibrated_int8' must list {INT8_MODEL} and {INT8_WEIGHTS}"):
@@ -278,20 +284,26 @@ def test_serve_builds_its_embedders_with_compute(minilm_export: Path) -> None:
     assert "--compute" in help_text and "fp32|bf16|int8" in help_text
 
 
-@pytest.mark.parametrize(("blocked", "missing"), [("openvino", "openvino"), ("nncf", "nncf")])
-def test_missing_extra_is_named(minilm_export: Path, blocked: str, missing: str) -> None:
+@pytest.mark.parametrize(("blocked", "openvino_device"), [
+    ("openvino", "MissingExtraError device='openvino' is not usable here: mbexport's OpenVINO path needs openvino "
+                 "and nncf (openvino is missing); pip install 'mbexport[openvino]'"),
+    ("nncf", "usable"),  # fp32/bf16 on OpenVINO need no nncf; calibrating does
+])
+def test_missing_extra_is_named(minilm_export: Path, blocked: str, openvino_device: str) -> None:
     """openvino (or nncf) blocked as if uninstalled: the onnxruntime path still works, and the OpenVINO path
     fails with one line naming the extra."""
     script = (f"import sys; sys.modules[{blocked!r}] = None\n"
               "import mbexport\n"
               f"mbexport.Embedder({str(minilm_export)!r})\n"
-              "try:\n"
-              f"    mbexport.calibrate({str(minilm_export)!r}, ['text'] * 64)\n"
-              "except ImportError as e:\n    print(type(e).__name__, e)")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            cwd=tempfile.gettempdir(), check=False)
+              "for call in (lambda: mbexport.Embedder(sys.argv[1], device='openvino'),\n"
+              "             lambda: mbexport.calibrate(sys.argv[1], ['text'] * 64)):\n"
+              "    try:\n        call()\n        print('usable')\n"
+              "    except ImportError as e:\n        print(type(e).__name__, e)")
+    result = subprocess.run([sys.executable, "-c", script, str(minilm_export)], capture_output=True, text=True,
+                            timeout=300, cwd=tempfile.gettempdir(), check=False)
     assert result.returncode == 0, result.stderr
-    line = result.stdout.strip().splitlines()[-1]
-    assert line.startswith("MissingExtraError") and f"({missing} is missing)" in line
-    assert line.endswith("pip install 'mbexport[openvino]'")
+    device_line, calibrate_line = result.stdout.strip().splitlines()[-2:]
+    assert device_line == openvino_device
+    assert calibrate_line == (f"MissingExtraError mbexport's OpenVINO path needs openvino and nncf ({blocked} is "
+                              "missing); pip install 'mbexport[openvino]'")
     assert issubclass(MissingExtraError, ImportError)

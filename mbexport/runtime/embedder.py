@@ -143,8 +143,11 @@ class Embedder:
         # The padding-free graph where the backend runs it (CUDA) and the export has it; else padded batches.
         packed = packed_model(self.manifest) if backend.runs_packed else None
         self.packed = packed is not None
+        # compute reaches only the backends that run more than fp32 (check_compute saw to it): the others keep
+        # Backend's original signature.
+        reduced = {"compute": compute} if compute != "fp32" else {}
         self.backend = backend(self.export_dir / (model_file or packed or MODEL), threads, capacity, spin=spin,
-                               compute=compute)
+                               **reduced)
         self.pooled = PooledOutput.from_manifest(self.manifest)  # what the graph's sentence_embedding holds
         self.stats = EmbedStats()
 
@@ -209,7 +212,8 @@ class Embedder:
             raise ExportDirError(f"{self.export_dir} has no calibrated int8 model for compute='int8'; "
                                  f"make one with: {remake}")
         verify_model_files(self.export_dir, self.manifest, record["files"], f"re-run {remake}")
-        if record.get("from", {}).get(MODEL) != self.manifest["files"][MODEL]["sha256"]:
+        source = record.get("from")
+        if not isinstance(source, dict) or source.get(MODEL) != self.manifest["files"][MODEL]["sha256"]:
             raise ExportDirError(f"{self.export_dir / INT8_MODEL} was calibrated from another {MODEL}; "
                                  f"re-run {remake}")
         return INT8_MODEL

@@ -17,9 +17,8 @@ class OrtCpu(Backend):
     name = "cpu"
     device = "cpu"
 
-    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True,
-                 compute: str = "fp32") -> None:
-        super().__init__(model_path, threads, capacity, spin, compute)
+    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True) -> None:
+        super().__init__(model_path, threads, capacity, spin)
         self.session = create_session(model_path, "cpu", threads, spin=spin)
         self.inputs = [i.name for i in self.session.get_inputs()]
 

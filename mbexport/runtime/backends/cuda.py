@@ -42,9 +42,8 @@ class OrtCuda(Backend):
     provider = "cuda"  # create_session's device: the provider list
     runs_packed = True
 
-    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True,
-                 compute: str = "fp32") -> None:
-        super().__init__(model_path, threads, capacity, spin, compute)
+    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True) -> None:
+        super().__init__(model_path, threads, capacity, spin)
         self.stager = _native.CudaStager(capacity, SLOTS, cuda_library_paths())
         self.session = create_session(model_path, self.provider, threads, cuda_stream=self.stager.stream_ptr,
                                       spin=spin)
