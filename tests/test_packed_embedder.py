@@ -68,7 +68,8 @@ class ReferenceDevice(OrtCuda):
     """OrtCuda with its device step -- one packed batch through the session -- done by the onnx reference
     runtime: every other line of its packed path runs as on the GPU."""
 
-    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True) -> None:
+    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True,
+                 compute: str = "fp32") -> None:
         self.model_path = model_path
         model = onnx.load(model_path)
         self.inputs = [i.name for i in model.graph.input]

@@ -143,11 +143,8 @@ class Embedder:
         # The padding-free graph where the backend runs it (CUDA) and the export has it; else padded batches.
         packed = packed_model(self.manifest) if backend.runs_packed else None
         self.packed = packed is not None
-        # compute reaches only the backends that run more than fp32 (check_compute saw to it): the others keep
-        # Backend's original signature.
-        reduced = {"compute": compute} if compute != "fp32" else {}
         self.backend = backend(self.export_dir / (model_file or packed or MODEL), threads, capacity, spin=spin,
-                               **reduced)
+                               compute=compute)
         self.pooled = PooledOutput.from_manifest(self.manifest)  # what the graph's sentence_embedding holds
         self.stats = EmbedStats()
 

@@ -17,8 +17,9 @@ class OrtCpu(Backend):
     name = "cpu"
     device = "cpu"
 
-    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True) -> None:
-        super().__init__(model_path, threads, capacity, spin)
+    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True,
+                 compute: str = "fp32") -> None:
+        super().__init__(model_path, threads, capacity, spin, compute)
         self.session = create_session(model_path, "cpu", threads, spin=spin)
         self.inputs = [i.name for i in self.session.get_inputs()]
 

@@ -56,8 +56,9 @@ class OrtCuda(Backend):
     provider = "cuda"  # create_session's device: the provider list
     runs_packed = True
 
-    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True) -> None:
-        super().__init__(model_path, threads, capacity, spin)
+    def __init__(self, model_path: Path, threads: int | None, capacity: int, spin: bool = True,
+                 compute: str = "fp32") -> None:
+        super().__init__(model_path, threads, capacity, spin, compute)
         self.stager = _native.CudaStager(capacity, SLOTS, cuda_library_paths())
         self.session = create_session(model_path, self.provider, threads, cuda_stream=self.stager.stream_ptr,
                                       spin=spin)
@@ -84,12 +85,7 @@ class OrtCuda(Backend):
         for name, ptr in zip(("input_ids", "attention_mask", "token_type_ids"), self.stager.device_ptrs(slot)):
             if name in self.inputs:
                 binding.bind_input(name, "cuda", 0, np.int64, [rows, width], ptr)
-        binding.bind_output(output, "cuda", 0)
-        try:
-            self.session.run_with_iobinding(binding)
-        except ORT_ERRORS as e:
-            raise self.run_failed(e) from None
-        return binding.copy_outputs_to_cpu()[0]
+        return self._run_bound(binding, output)
 
     def _packed_batches(self, batcher: Any, output: str) -> Iterator[Batch]:
         """A packed Batcher's batches through the padding-free graph; batch b+1 is gathered (GIL released)
@@ -109,6 +105,10 @@ class OrtCuda(Backend):
         binding = self.session.io_binding()
         for name, array in feeds.items():
             binding.bind_cpu_input(name, array)
+        return self._run_bound(binding, output)
+
+    def _run_bound(self, binding: Any, output: str) -> np.ndarray:
+        """Run with ``binding``'s inputs; ``output`` is bound on the device and copied to the host once."""
         binding.bind_output(output, "cuda", 0)
         try:
             self.session.run_with_iobinding(binding)
