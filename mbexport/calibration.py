@@ -27,7 +27,6 @@ Embedder with ``compute="int8"`` opens it after checking all of that.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import secrets
@@ -166,7 +165,7 @@ def _write(export_dir: Path, manifest: dict[str, Any], quantized: Any, record: d
             _openvino.openvino().save_model(quantized, str(staging / INT8_MODEL), compress_to_fp16=False)
             files = {name: {"bytes": (staging / name).stat().st_size, "sha256": sha256_files([staging / name])}
                      for name in (INT8_MODEL, INT8_WEIGHTS)}
-            updated = {**json.loads(json.dumps(manifest)), CALIBRATED_INT8: {**record, "files": files}}
+            updated = {**manifest, CALIBRATED_INT8: {**record, "files": files}}  # the read one, unchanged
             write_json(staging / MANIFEST, updated)
             for name in (INT8_WEIGHTS, INT8_MODEL, MANIFEST):
                 os.replace(staging / name, export_dir / name)
