@@ -111,6 +111,16 @@ def test_order_and_batching_do_not_change_results(minilm_export: Path) -> None:
     np.testing.assert_allclose(single, one_batch[:5], atol=1e-4)
 
 
+def test_cpu_batches_pad_only_to_their_longest_text(minilm_export: Path) -> None:
+    """On CPU a batch is as wide as its longest text (no rounding to 8: CPU kernels gain nothing from it
+    and pay for every padded token), so one text, or texts of one length, compute no padding."""
+    emb = Embedder(minilm_export, threads=1)
+    lengths = [len(ids) for ids in emb.tokenizer(TEXTS[:4])["input_ids"]]
+    assert any(n % 8 for n in lengths)  # lengths that rounding to 8 would pad
+    for text in TEXTS[:4]:
+        emb.embed([text])
+    assert emb.stats.padded_tokens == emb.stats.tokens == sum(lengths)
+
 def test_empty_inputs_and_normalize(minilm_export: Path) -> None:
     emb = Embedder(minilm_export, pooling="mean", normalize=True)
     empty = emb.embed([])

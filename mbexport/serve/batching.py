@@ -34,7 +34,6 @@ import numpy as np
 
 from mbexport import _native
 from mbexport.runtime import Embedder, l2_normalize
-from mbexport.runtime.embedder import PAD_MULTIPLE
 from mbexport.serve.metrics import Metrics
 
 
@@ -196,7 +195,7 @@ class Coalescer:
         np.cumsum([len(text.ids) for text in pool], out=cu[1:])
         e = self.embedder  # the plan embed_tokenized makes: same Batcher options
         plan = _native.Batcher(ids, cu, max_length=e.max_length, batch_tokens=e.batch_tokens,
-                               pad_multiple=PAD_MULTIPLE, pad_id=e.pad_id)
+                               pad_multiple=e.pad_multiple, pad_id=e.pad_id)
         order, offsets = plan.order, plan.offsets
         batches = [[pool[i] for i in order[offsets[b]:offsets[b + 1]]] for b in range(len(offsets) - 1)]
         return sorted(batches, key=lambda batch: min(text.age for text in batch))
