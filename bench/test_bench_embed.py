@@ -390,9 +390,8 @@ def test_cpu_limit_mbexport(benchmark, minilm_dir, minilm_export, limit_texts, l
         info["calibration_seconds"] = round(_seconds(lambda: mbexport.calibrate(export, calibration)), 1)
         info["calibration_texts"] = len(calibration)
     embedder = _limit_embedder(export, backend, compute)
-    # Warm-up: every batch shape seen once. OpenVINO prepares its kernels per new input shape (int8 here:
-    # 8.2 s on the first timed pass after a 64-text warm-up, 6.1 s from the third on); a service or a
-    # corpus job runs in that steady state, and the first pass is recorded beside it.
+    # Warm-up: every batch shape seen once (OpenVINO prepares and caches kernels per input shape), the
+    # steady state of a service or a corpus job; the first pass is recorded beside it.
     info["first_pass_seconds"] = round(_seconds(lambda: embedder.embed(limit_texts)), 2)
     embedder.stats = EmbedStats()
     rounds = 1 if quick else 3
