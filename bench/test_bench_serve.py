@@ -217,7 +217,6 @@ def test_serve_load(benchmark, engine: str, servers: dict[str, str], texts: list
     print(info)
 
 
-
 @pytest.mark.parametrize("engine", ["mbexport", "mbexport-int8"])
 def test_batching_ceiling(benchmark, engine: str, servers: dict[str, str], minilm_export: Path,
                           texts: list[str]) -> None:
