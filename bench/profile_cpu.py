@@ -88,9 +88,7 @@ def openvino_ops(embedder: Any, feeds: list[dict[str, Any]], threads: int, outpu
     Embedder's backend compiled it (same model file, threads and precision) plus profiling."""
     from mbexport import _openvino
 
-    compiled = embedder.backend.compiled
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True,
-              "INFERENCE_PRECISION_HINT": compiled.get_property("INFERENCE_PRECISION_HINT")}
+    config = {**embedder.backend.config, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
     request = _openvino.core().compile_model(str(embedder.backend.model_path), "CPU", config).create_infer_request()
     names = set(embedder.backend.inputs)
     ops: dict[str, float] = defaultdict(float)

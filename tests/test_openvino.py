@@ -94,6 +94,20 @@ def test_fp32_equals_onnxruntime(minilm_export: Path, held_out: list[str], fp32_
     assert emb.stats.truncated > 0 and emb.stats.texts == len(held_out)  # the long texts were cut at 256
 
 
+def test_windows_of_several_batches_run_them_at_once_in_order(minilm_export: Path, held_out: list[str],
+                                                              fp32_rows: np.ndarray) -> None:
+    """Several batches of a window run at once on the throughput compilation (one request per stream),
+    read back in order: the same rows as onnxruntime; a one-batch window stays on the latency model."""
+    emb = Embedder(minilm_export, device="openvino", threads=2, batch_tokens=512)
+    one = emb.embed(held_out[:1])
+    assert emb.stats.batches == 1 and emb.backend.requests(1) == [emb.backend.request]
+    rows = emb.embed(held_out)
+    streams = emb.backend.requests(emb.stats.batches)
+    assert len(streams) >= 2 and emb.backend.request not in streams  # 2 streams of 1 thread on 2 threads
+    assert emb.stats.batches > 3 * len(streams)  # every request ran several batches, each read before reuse
+    assert np.abs(rows - fp32_rows).max() <= 1e-5
+    np.testing.assert_allclose(one[0], rows[0], atol=1e-5)
+
 def test_bf16_close_to_fp32(minilm_export: Path, held_out: list[str], fp32_rows: np.ndarray) -> None:
     """bf16 where the CPU has it (min cosine 0.9999 measured here, bound 0.999), and really not fp32;
     a CPU without bf16 arithmetic refuses it with the fix."""
