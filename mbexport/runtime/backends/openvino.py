@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -95,19 +96,24 @@ class OpenVinoCpu(Backend):
                                  "(and mbexport calibrate for the int8 model)")
         requests = self.requests(len(batcher))
         running: deque[tuple[Any, np.ndarray, np.ndarray, dict[str, np.ndarray]]] = deque()
-        for b in range(len(batcher)):
-            if len(running) == len(requests):
+        try:
+            for b in range(len(batcher)):
+                if len(running) == len(requests):
+                    yield self._finish(*running.popleft(), output)
+                indices, input_ids, mask, types = batcher.padded(b)
+                feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
+                request = requests[b % len(requests)]  # the oldest one's: the one just read
+                try:
+                    request.start_async({k: feeds[k] for k in self.inputs}, share_inputs=True)
+                except RuntimeError as e:
+                    raise self.run_failed(e) from None
+                running.append((request, indices, mask, feeds))  # feeds: the arrays stay alive while it runs
+            while running:
                 yield self._finish(*running.popleft(), output)
-            indices, input_ids, mask, types = batcher.padded(b)
-            feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
-            request = requests[b % len(requests)]  # the oldest one's: the one just read
-            try:
-                request.start_async({k: feeds[k] for k in self.inputs}, share_inputs=True)
-            except RuntimeError as e:
-                raise self.run_failed(e) from None
-            running.append((request, indices, mask, feeds))  # feeds: the arrays stay alive while it runs
-        while running:
-            yield self._finish(*running.popleft(), output)
+        finally:  # a caller that stops early (an error, Ctrl-C): no request may outlive the arrays it reads
+            for request, *_ in running:
+                with suppress(RuntimeError):
+                    request.wait()
 
     def _finish(self, request: Any, indices: np.ndarray, mask: np.ndarray, feeds: dict[str, np.ndarray],
                 output: str) -> Batch:
