@@ -357,13 +357,11 @@ def test_cpu_limit_peer_optimum_o2(benchmark, minilm_dir, limit_texts, limit_wor
 
 
 def _limit_embedder(minilm_export: Path, backend: str, compute: str) -> Any:
-    """Ours for one row: onnxruntime CPU (fp32), or OpenVINO at ``compute`` (the openvino branch's API)."""
+    """Ours for one row: onnxruntime CPU (fp32), or OpenVINO at ``compute``."""
     from mbexport import Embedder
 
-    options = {"pooling": "mean", "normalize": True, "max_length": LIMIT_MAX_LENGTH, "threads": THREADS}
-    if backend == "ort":
-        return Embedder(minilm_export, **options)
-    return Embedder(minilm_export, device="openvino", compute=compute, **options)
+    return Embedder(minilm_export, device="cpu" if backend == "ort" else "openvino", compute=compute,
+                    pooling="mean", normalize=True, max_length=LIMIT_MAX_LENGTH, threads=THREADS)
 
 
 @pytest.mark.parametrize(("backend", "compute"), [("ort", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"),
@@ -375,11 +373,7 @@ def test_cpu_limit_mbexport(benchmark, minilm_dir, minilm_export, limit_texts, l
     export calibrated with ``mbexport.calibrate`` on 320 other texts; calibration is not timed)."""
     import mbexport
     from mbexport.runtime import EmbedStats
-    from mbexport.runtime.backends import BACKENDS
 
-    if backend == "openvino" and "openvino" not in BACKENDS:
-        pytest.skip("device='openvino' (compute fp32/bf16/int8, mbexport.calibrate) is not in this mbexport yet: "
-                    "the openvino branch adds it")
     benchmark.group = "embed-cpu-limit"
     info: dict[str, Any] = {}
     export = minilm_export
