@@ -392,10 +392,13 @@ def test_head_choice_is_the_familys(tmp_path: Path) -> None:
         build_model(checkpoint, head="pretraining")
 
 
-def test_weights_of_an_unsupported_electra_head_are_refused(tmp_path: Path) -> None:
-    """ElectraForTokenClassification's classifier is not a head mbexport builds: one line naming it."""
-    source = save_hf(make_model("base"), tmp_path / "src", "safetensors")
-    model = transformers.ElectraForTokenClassification(transformers.ElectraConfig(**ELECTRA_CONFIG))
-    model.save_pretrained(source)
-    with pytest.raises(CheckpointFormatError, match="no part of a 2-layer ELECTRA uses: classifier.bias"):
+def test_weights_of_an_unknown_electra_head_are_refused(tmp_path: Path) -> None:
+    """Weights no ELECTRA head reads (here a BERT pooler) are one line naming them, never dropped."""
+    source = save_hf(make_model("discriminator"), tmp_path / "src", "safetensors")
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(source / "model.safetensors")
+    tensors["electra.pooler.dense.bias"] = np.zeros(36, np.float32)
+    save_file(tensors, source / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointFormatError, match="no part of a 2-layer ELECTRA uses: pooler.dense.bias"):
         load(source)

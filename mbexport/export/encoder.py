@@ -133,9 +133,15 @@ def activation(g: Graph, x: str, bias: np.ndarray, act: str, name: str, fused: b
         return g.ms("BiasGelu", [x, b], name + "/BiasGelu")
     if fused and act in ("gelu_new", "gelu_pytorch_tanh"):
         return g.ms("FastGelu", [x, b], name + "/FastGelu")
-    y = g.op("Add", [x, b], name + "/Add")
+    return apply_activation(g, g.op("Add", [x, b], name + "/Add"), act, name)
+
+
+def apply_activation(g: Graph, y: str, act: str, name: str) -> str:
+    """``act(y)`` in standard ONNX ops: exact (Erf) or tanh-approximated GELU, Relu or Tanh."""
     if act == "relu":
         return g.op("Relu", [y], name + "/Relu")
+    if act == "tanh":
+        return g.op("Tanh", [y], name + "/Tanh")
     half = g.op("Mul", [y, g.const("half", 0.5)], name + "/gelu/Mul")
     if act == "gelu":
         erf = g.op("Erf", [g.op("Mul", [y, g.const("inv_sqrt2", 1.0 / math.sqrt(2.0))], name + "/gelu/Mul")],

@@ -5,8 +5,10 @@
 - No pooler: sentence heads read the first token's hidden state directly.
 - Its own heads: the discriminator (``ElectraForPreTraining``: replaced-token logits per
   token), the generator (``ElectraForMaskedLM``: vocabulary logits through a LayerNorm of
-  width ``embedding_size`` and an output layer tied to the word embeddings) and sequence
-  classification (``ElectraForSequenceClassification``: dense, GELU, out_proj on [CLS]).
+  width ``embedding_size`` and an output layer tied to the word embeddings), sequence
+  classification (``ElectraForSequenceClassification``: dense, GELU, out_proj on [CLS]) and
+  the fine-tuned heads of ``electra_finetuned`` (question answering, token classification,
+  multiple choice).
 
 Canonical names are transformers' with the ``electra.`` prefix removed::
 
@@ -15,6 +17,9 @@ Canonical names are transformers' with the ``electra.`` prefix removed::
     generator_predictions.dense.{weight,bias}, generator_predictions.LayerNorm.{weight,bias},
     generator_lm_head.bias (+ generator_lm_head.weight when untied)           (generator)
     classifier.dense.{weight,bias}, classifier.out_proj.{weight,bias}        (classification)
+    qa_outputs.{weight,bias}                                                  (qa)
+    classifier.{weight,bias}                           (token-classification [L, H], multiple-choice [1, H])
+    sequence_summary.summary.{weight,bias}             (multiple-choice, when summary_use_proj)
 
 Google's TF1 checkpoints (google-research/electra run_pretraining.py) hold both networks:
 the discriminator under ``electra/`` with ``discriminator_predictions/dense`` and ``dense_1``,
@@ -37,6 +42,7 @@ import numpy as np
 
 from mbexport.export.encoder import activation, layer_norm
 from mbexport.families.base import OTHER_NETWORK, ModelFamily
+from mbexport.families.electra_finetuned import FINETUNED, SequenceSummary, refuse_unnamed
 from mbexport.heads import architectures_of
 from mbexport.heads.core import (
     Feeds,
@@ -60,16 +66,18 @@ ARCHITECTURES = {
     "discriminator": "ElectraForPreTraining",
     "generator": "ElectraForMaskedLM",
     "classification": "ElectraForSequenceClassification",
+    **{head.name: head.architecture for head in FINETUNED},
 }
 DEFAULT_EMBEDDING_SIZE = 128  # transformers' ElectraConfig default, used when a config omits it
 
 
 @dataclass(frozen=True)
 class ElectraSpec(BertSpec):
-    """A BERT spec plus the width of the embedding tables."""
+    """A BERT spec plus the width of the embedding tables and the multiple-choice summary."""
 
     family: ClassVar[str] = "electra"
     embedding_size: int = DEFAULT_EMBEDDING_SIZE
+    summary: SequenceSummary = dataclasses.field(default_factory=SequenceSummary)
 
     @property
     def embedding_width(self) -> int:
@@ -80,7 +88,8 @@ class ElectraSpec(BertSpec):
                     where: str = "config") -> ElectraSpec:
         spec = cast(ElectraSpec, super().from_config(config, heads, where))
         embedding_size = _config_int(config, "embedding_size", 1, MAX_HIDDEN, where, DEFAULT_EMBEDDING_SIZE)
-        return dataclasses.replace(spec, embedding_size=embedding_size)
+        summary = SequenceSummary.from_config(config, where, check="multiple-choice" in heads)
+        return dataclasses.replace(spec, embedding_size=embedding_size, summary=summary)
 
     def encoder_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes = super().encoder_shapes()
@@ -105,7 +114,9 @@ class ElectraSpec(BertSpec):
     def to_hf_config(self, source_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         config = BertSpec.to_hf_config(dataclasses.replace(self, heads=("base",)))
         config.update(model_type="electra", embedding_size=self.embedding_size,
-                      architectures=[HEADS[h].architecture for h in self.heads if h != "base"] or ["ElectraModel"])
+                      architectures=[HEADS[h].architecture for h in self.heads if h != "base"] or ["ElectraModel"],
+                      summary_type="first", summary_use_proj=self.summary.use_proj,
+                      summary_activation=self.summary.activation or "")  # transformers 5 types it str
         if any(HEADS[h].uses_labels for h in self.heads):
             config["num_labels"] = self.num_labels
             config.update(_labels(source_config or {}, self.num_labels))
@@ -228,6 +239,7 @@ HEADS: dict[str, Head] = {h.name: h for h in (
                    "generator_predictions/output_bias": (LM_BIAS, "copy")}),
     Classification("classification", ARCHITECTURES["classification"], {"logits": ("batch", "labels")},
                    priority=40, uses_labels=True),
+    *FINETUNED,
 )}
 
 
@@ -253,6 +265,12 @@ class ElectraFamily(ModelFamily):
         """HF ``electra.*`` names, or TF1 names of either network or the discriminator's head."""
         return any(n.startswith(("electra.", "electra/", "generator/", "discriminator_predictions"))
                    for n in names)
+
+    def detect_heads(self, names: AbstractSet[str], config: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+        """As any family's, refusing a ``classifier.weight`` whose head the config does not name."""
+        heads = super().detect_heads(names, config)
+        refuse_unnamed(names, heads)
+        return heads
 
     def project_embeddings(self, g: Graph, spec: BertSpec, w: Weights, x: str) -> str:
         """``embeddings_project`` (embedding width -> hidden size) when the widths differ."""

@@ -30,12 +30,15 @@ if TYPE_CHECKING:
     from mbexport.spec import BertSpec
 
 
-def is_classifier(architecture: str, names: AbstractSet[str], architectures: AbstractSet[str]) -> bool:
-    """Whether the checkpoint's ``classifier.*`` belongs to ``architecture``'s head."""
+def is_classifier(architecture: str, names: AbstractSet[str], architectures: AbstractSet[str],
+                  rivals: AbstractSet[str] = CLASSIFIER_ARCHITECTURES,
+                  unnamed: str | None = SEQUENCE_CLASSIFIER) -> bool:
+    """Whether the checkpoint's ``classifier.*`` belongs to ``architecture``'s head: the one of
+    ``rivals`` (the classes sharing those names) the config names, else ``unnamed``'s."""
     if "classifier.weight" not in names:
         return False
-    named = architectures & CLASSIFIER_ARCHITECTURES
-    return architecture in named if named else architecture == SEQUENCE_CLASSIFIER
+    named = architectures & rivals
+    return architecture in named if named else architecture == unnamed
 
 
 class SequenceClassification(Head):

@@ -116,6 +116,8 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 def np_activation(x: np.ndarray, name: str) -> np.ndarray:
     if name == "relu":
         return np.maximum(x, 0)
+    if name == "tanh":
+        return np.tanh(x)
     if name == "gelu":
         return 0.5 * x * (1.0 + np.asarray(_erf(x / math.sqrt(2.0)), dtype=np.float64))
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))

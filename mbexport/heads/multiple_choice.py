@@ -1,8 +1,8 @@
 """``multiple-choice``: BertForMultipleChoice, one score per choice.
 
 Inputs are [batch, choices, sequence]; the graph flattens them to [batch * choices, sequence]
-for the encoder, scores each row with ``classifier`` [1, H] on the pooler output, and reshapes
-the scores to [batch, choices]::
+for the encoder, scores each row with ``classifier`` [1, H] on its ``summary`` (BERT: the pooler
+output; ELECTRA's subclass reads the first token), and reshapes the scores to [batch, choices]::
 
     input_* [B, C, S] --Flatten(2)--> [B*C, S] --encoder, pooler--> [B*C, H] --Gemm--> [B*C, 1]
         --Reshape(Shape(input_ids)[:2])--> logits [B, C]
@@ -44,14 +44,22 @@ class MultipleChoice(Head):
     def graph_inputs(self, g: Graph, inputs: list[str]) -> list[str]:
         return [g.op("Flatten", [name], f"{name}/Flatten", axis=2) for name in inputs]
 
+    def summary(self, g: Graph, spec: BertSpec, w: Weights, hidden: str) -> str:
+        """The [B*C, H] vector each choice is scored from: BERT's pooler output."""
+        return pooler(g, w, hidden)
+
+    def np_summary(self, spec: BertSpec, w: Weights, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        """``summary`` in float64 numpy."""
+        return encoded["pooler_output"]
+
     def emit(self, g: Graph, spec: BertSpec, w: Weights, hidden: str, inputs: list[str]) -> list[str]:
-        scores = classifier(g, w, pooler(g, w, hidden), "classifier")
+        scores = classifier(g, w, self.summary(g, spec, w, hidden), "classifier")
         batch_choices = g.op("Shape", [inputs[0]], "choices/Shape", start=0, end=2)
         return [g.op("Reshape", [scores, batch_choices], "choices/Reshape")]
 
     def forward(self, spec: BertSpec, w: Weights, encoded: dict[str, np.ndarray],
                 feeds: Feeds) -> dict[str, np.ndarray]:
-        scores = np_dense(encoded["pooler_output"], w, "classifier")
+        scores = np_dense(self.np_summary(spec, w, encoded), w, "classifier")
         return {"logits": scores.reshape(feeds["input_ids"].shape[:-1])}
 
     def feeds(self, feeds: Feeds) -> Feeds:
