@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mbexport import _native
+from mbexport.errors import ArgumentError
 from mbexport.runtime import Embedder, l2_normalize
 from mbexport.serve.metrics import Metrics
 
@@ -57,10 +58,12 @@ class BatchLimits:
 
     def __post_init__(self) -> None:
         for name in ("max_queue", "max_batch_texts", "max_batch_tokens", "max_batch_requests"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.wait < 0:
-            raise ValueError(f"batch wait must be >= 0 seconds, got {self.wait}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                option = "" if name == "max_batch_texts" else f" (--{name.replace('_', '-')})"
+                raise ArgumentError(f"{name}{option} must be an integer >= 1, got {value!r}")
+        if not self.wait >= 0:  # NaN too
+            raise ArgumentError(f"the batch wait (--batch-wait-ms) must be >= 0, got {self.wait * 1000} ms")
 
 
 @dataclass(eq=False)
