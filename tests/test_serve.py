@@ -427,6 +427,32 @@ def test_sigterm_drains_accepted_requests(minilm_export: Path, reference: Callab
         srv.stop()
 
 
+def test_a_stalled_body_gets_408_and_never_blocks_shutdown(minilm_export: Path) -> None:
+    """A client that stops sending its body mid-way is answered 408 after --body-timeout; before that
+    fix it held its request open for ever, and SIGTERM's drain waited on it for ever."""
+    srv = Server(minilm_export, "--body-timeout", "1")
+    stall = (b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Content-Length: 100\r\n\r\n{\"inp")
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=60) as stalled:
+            stalled.sendall(stall)
+            reply = b""
+            while chunk := stalled.recv(65536):  # the server closes the connection after its answer
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), reply
+        assert json.loads(body)["error"]["code"] == "request_timeout"
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=60) as stalled:
+            stalled.sendall(stall)
+            deadline = time.monotonic() + 30
+            while srv.metrics().get("mbexport_requests_in_flight{}") != 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            srv.process.send_signal(signal.SIGTERM)
+            assert srv.process.wait(timeout=60) == 0
+    finally:
+        srv.stop()
+
+
 def test_invalid_export_fails_fast(tmp_path: Path) -> None:
     result = run_mbexport("serve", str(tmp_path), "--port", "9")
     assert result.returncode != 0
@@ -441,6 +467,7 @@ def test_invalid_export_fails_fast(tmp_path: Path) -> None:
     (["--max-body-bytes", "0"], "--max-body-bytes"),
     (["--max-queue", "0"], "--max-queue"),
     (["--batch-wait-ms", "-1"], "--batch-wait-ms"),
+    (["--body-timeout", "0"], "--body-timeout"),
     (["--port", "70000"], "--port"),
     (["--name", " "], "--name"),
 ])

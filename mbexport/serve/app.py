@@ -66,12 +66,15 @@ class ServeLimits:
     max_inputs: int = 2048  # texts per request (413 beyond)
     max_body_bytes: int = 16 * 1024 * 1024  # request body (413 beyond)
     auto_truncate: bool = False  # truncate over-long texts unless a request says otherwise
+    body_timeout: float = 30.0  # seconds a request body may stall (nothing arrives) before 408
 
     def __post_init__(self) -> None:
         for name, option in (("max_inputs", "--max-inputs"), ("max_body_bytes", "--max-body-bytes")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ArgumentError(f"{name} ({option}) must be an integer >= 1, got {value!r}")
+        if not self.body_timeout > 0:  # NaN too
+            raise ArgumentError(f"body_timeout (--body-timeout) must be > 0 seconds, got {self.body_timeout}")
 
 
 class JSONResponse(Response):
@@ -198,7 +201,7 @@ async def _answer(request: Request, endpoint: str, metrics: Metrics, limits: Ser
     metrics.in_flight.inc()
     try:
         _check_content_type(request)
-        body = _parse_json(await _read_body(request, limits.max_body_bytes))
+        body = _parse_json(await _read_body(request, limits))
         response = await _unless_gone(request, handle(body))
     except ClientDisconnect:
         response = Response(status_code=499)
@@ -246,20 +249,31 @@ def _check_content_type(request: Request) -> None:
                             "with the header Content-Type: application/json", code="unsupported_media_type")
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refusing (413) as soon as it is known to exceed ``max_bytes``."""
+async def _read_body(request: Request, limits: ServeLimits) -> bytes:
+    """The body, refusing (413) as soon as it is known to exceed ``max_body_bytes``, and (408) when
+    nothing of it arrives for ``body_timeout`` seconds: a stalled upload would otherwise hold its
+    request open for ever, and a graceful shutdown waits for every open request."""
+    max_bytes = limits.max_body_bytes
     too_large = ApiError(413, f"request body is larger than {max_bytes} bytes; send fewer or shorter inputs "
                               "per request", code="request_too_large")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    chunks: list[bytes] = []
+    size, stream = 0, request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(stream), limits.body_timeout)
+        except StopAsyncIteration:
+            return b"".join(chunks)
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the request body stalled: nothing arrived for {limits.body_timeout:g} s; send "
+                                "the whole body (Content-Length bytes) without pausing", code="request_timeout",
+                           headers={"Connection": "close"}) from None
         size += len(chunk)
         if size > max_bytes:
             raise too_large
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse_json(body: bytes) -> Any:
