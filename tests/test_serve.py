@@ -329,6 +329,9 @@ def test_unknown_paths_and_methods_answer_json_and_keep_metrics_bounded(server: 
         r = client.put("/embed", json={"inputs": "x"})
         assert r.status_code == 405 and "use POST" in r.json()["error"]
         assert client.delete("/health").status_code == 405 and client.head("/health").status_code == 200
+    forgot_v1 = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)  # posts to /embeddings
+    with forgot_v1, pytest.raises(openai.NotFoundError, match="no endpoint POST /embeddings; .* POST /v1/embeddings"):
+        forgot_v1.embeddings.create(model="minilm", input="x")
     text = httpx.get(f"{server.url}/metrics", timeout=30).text
     endpoints = {s.labels["endpoint"] for family in prometheus_parser.text_string_to_metric_families(text)
                  for s in family.samples if "endpoint" in s.labels}

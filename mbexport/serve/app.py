@@ -169,7 +169,8 @@ def create_app(embedders: dict[str, Embedder], limits: ServeLimits = DEFAULT_LIM
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def refuse(request: Request, error: Exception) -> Response:
-        """An unknown path (404) or method (405) in the protocol's error shape, counted under one label
+        """An unknown path (404) or method (405) in the protocol's error shape (OpenAI's for ``/v1...`` and
+        ``.../embeddings``, TEI's for the rest), counted under one label
         (``other``), so that requests for random URLs cannot grow the metrics."""
         status = error.status_code if isinstance(error, HTTPException) else 500
         allowed = (error.headers or {}).get("Allow", "") if isinstance(error, HTTPException) else ""
@@ -181,7 +182,8 @@ def create_app(embedders: dict[str, Embedder], limits: ServeLimits = DEFAULT_LIM
         headers = {"Allow": allowed} if allowed else None
         metrics.requests.labels("other", str(status)).inc()
         refusal = ApiError(status, message, headers=headers)
-        return refusal.openai() if path.startswith("/v1/") else refusal.tei()
+        openai_like = path.startswith("/v1") or path.rstrip("/").endswith("/embeddings")  # e.g. base_url without /v1
+        return refusal.openai() if openai_like else refusal.tei()
 
     routes = [Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/embed", embed, methods=["POST"]),
               Route("/", embed, methods=["POST"]), Route("/health", health, methods=["GET"]),
