@@ -308,7 +308,7 @@ def test_content_type_and_byte_order_mark(server: Server, reference: Callable[..
         r = httpx.post(f"{server.url}/embed", content=body, headers={"content-type": content_type})
         assert r.status_code == 415 and r.json()["error_type"] == "Validation"
     bom = b"\xef\xbb\xbf" + json.dumps({"inputs": "ok"}).encode()
-    for headers in ({"content-type": "application/json; charset=utf-8"}, {}):
+    for headers in ({"content-type": "application/json; charset=utf-8"}, {}, {"content-type": ""}):
         r = httpx.post(f"{server.url}/embed", content=bom, headers=headers, timeout=60)
         assert r.status_code == 200 and min_cosine(np.array(r.json()), reference(["ok"])) >= 0.9999
 
@@ -357,8 +357,9 @@ def test_huggingface_hub_inference_client(server: Server, reference: Callable[..
 
 
 def test_a_client_gone_before_its_batch_costs_no_model_time(minilm_export: Path) -> None:
-    """A client that disconnects while its request waits for a batch takes its texts out of the batcher."""
-    srv = Server(minilm_export, "--batch-wait-ms", "2000")
+    """A client that disconnects while its request waits for a batch takes its texts out of the batcher,
+    and out of the queue at once: it holds no room there that would refuse other clients (429)."""
+    srv = Server(minilm_export, "--batch-wait-ms", "8000", "--max-queue", "6", "--max-inputs", "6")
     try:
         body = json.dumps({"inputs": ["a client that goes away " * 8] * 6}).encode()
         with socket.create_connection(("127.0.0.1", srv.port)) as gone:
@@ -371,6 +372,7 @@ def test_a_client_gone_before_its_batch_costs_no_model_time(minilm_export: Path)
         while srv.metrics().get("mbexport_requests_total{endpoint=/embed,status=499}") != 1:
             assert time.monotonic() < deadline, "the gone client's request was never given up"
             time.sleep(0.05)
+        assert srv.metrics()["mbexport_queue_texts{model=minilm}"] == 0  # before the 8 s wait ends
         assert httpx.post(f"{srv.url}/embed", json={"inputs": ["still here"]}, timeout=120).status_code == 200
         metrics = srv.metrics()
         assert metrics["mbexport_batch_texts_sum{model=minilm}"] == 1  # only the client that stayed

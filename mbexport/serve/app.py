@@ -241,13 +241,11 @@ async def _disconnected(request: Request) -> None:
 
 
 def _check_content_type(request: Request) -> None:
-    """415 for a body declared as something other than JSON (a missing Content-Type is read as JSON)."""
-    declared = request.headers.get("content-type")
-    if declared is None:
-        return
+    """415 for a body declared as something other than JSON (a missing or empty Content-Type is read as JSON)."""
+    declared = request.headers.get("content-type", "")
     media = declared.split(";", 1)[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
-        raise ApiError(415, f"Content-Type must be application/json, got {_cut(declared)}; send the JSON body "
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise ApiError(415, f"Content-Type must be application/json, got {_shown(declared)}; send the JSON body "
                             "with the header Content-Type: application/json", code="unsupported_media_type")
 
 

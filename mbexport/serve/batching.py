@@ -137,7 +137,15 @@ class Coalescer:
         self._queued_texts += texts
         self._gauge()
         self._arrived.set()
+        job.future.add_done_callback(lambda future: self._withdraw(job) if future.cancelled() else None)
         return job.future
+
+    def _withdraw(self, job: _Job) -> None:
+        """A cancelled job (its client went away) leaves the queue at once, so it holds no room there."""
+        if job in self._queue:  # identity (eq=False); still waiting, not in the pool yet
+            self._queue.remove(job)
+            self._queued_texts -= job.texts
+            self._gauge()
 
     # -- the batching loop ----------------------------------------------------------------
 
