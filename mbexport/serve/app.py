@@ -353,7 +353,7 @@ def _check_dimensions(fields: dict[str, Any], served: Served, status: int) -> No
     if dimensions is None:
         return
     hidden = served.embedder.hidden_size
-    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
+    if not _is_int(dimensions) or dimensions < 1:
         raise ApiError(status, f"'dimensions' must be a positive integer, got {_shown(dimensions)}; leave it out "
                                f"for {served.name}'s {hidden}", param="dimensions")
     if dimensions != hidden:
@@ -380,6 +380,7 @@ def _texts(value: Any, key: str, status: int, limits: ServeLimits) -> list[str]:
 
 
 def _is_int(value: Any) -> bool:
+    """A JSON integer: Python's bool is an int (True == 1), JSON's true is not."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
