@@ -432,9 +432,10 @@ def test_sigterm_drains_accepted_requests(minilm_export: Path, reference: Callab
         srv.stop()
 
 
-def test_a_stalled_body_gets_408_and_never_blocks_shutdown(minilm_export: Path) -> None:
-    """A client that stops sending its body mid-way is answered 408 after --body-timeout; before that
-    fix it held its request open for ever, and SIGTERM's drain waited on it for ever."""
+def test_stalled_clients_get_408_and_never_block_shutdown(minilm_export: Path) -> None:
+    """A client that stops sending its body mid-way is answered 408 after --body-timeout, and one that
+    never reads its (large) answer is cut off that long into a drain: either used to hold its
+    connection open for ever, and SIGTERM's drain waited on it for ever."""
     srv = Server(minilm_export, "--body-timeout", "1")
     stall = (b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
              b"Content-Length: 100\r\n\r\n{\"inp")
@@ -447,7 +448,16 @@ def test_a_stalled_body_gets_408_and_never_blocks_shutdown(minilm_export: Path) 
         head, _, body = reply.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 408"), reply
         assert json.loads(body)["error"]["code"] == "request_timeout"
-        with socket.create_connection(("127.0.0.1", srv.port), timeout=60) as stalled:
+        big = json.dumps({"inputs": ["a"] * 2048}).encode()  # ~9 MB of answer, more than socket buffers hold
+        with socket.socket() as not_reading, socket.create_connection(("127.0.0.1", srv.port), timeout=60) as stalled:
+            not_reading.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            not_reading.connect(("127.0.0.1", srv.port))
+            not_reading.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\n\r\n%s" % (len(big), big))
+            deadline = time.monotonic() + 120
+            while srv.metrics().get("mbexport_requests_total{endpoint=/embed,status=200}") != 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
             stalled.sendall(stall)
             deadline = time.monotonic() + 30
             while srv.metrics().get("mbexport_requests_in_flight{}") != 1 and time.monotonic() < deadline:
