@@ -335,7 +335,7 @@ def serve(
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: all cores)")] = None,
     max_inputs: Annotated[int, typer.Option(help="texts per request (413 beyond)")] = 2048,
     max_body_bytes: Annotated[int, typer.Option(help="request body size (413 beyond)")] = 16 * 1024 * 1024,
-    body_timeout: Annotated[float, typer.Option(help="seconds a request body may stall before 408")] = 30.0,
+    body_timeout: Annotated[float, typer.Option(help="seconds a request body may stall (408), and an unread answer may hold SIGTERM's drain")] = 30.0,
     max_queue: Annotated[int, typer.Option(help="texts waiting per model (429 beyond)")] = 4096,
     max_batch_requests: Annotated[int, typer.Option(help="requests coalesced into one batch (1: cross-request batching off)")] = 256,
     max_batch_tokens: Annotated[int, typer.Option(help="real tokens planned together (model batches: --batch-tokens)")] = 16384,

@@ -66,7 +66,7 @@ class ServeLimits:
     max_inputs: int = 2048  # texts per request (413 beyond)
     max_body_bytes: int = 16 * 1024 * 1024  # request body (413 beyond)
     auto_truncate: bool = False  # truncate over-long texts unless a request says otherwise
-    body_timeout: float = 30.0  # seconds a request body may stall (nothing arrives) before 408
+    body_timeout: float = 30.0  # seconds a request body may stall before 408 (and an unread answer may hold a drain)
 
     def __post_init__(self) -> None:
         for name, option in (("max_inputs", "--max-inputs"), ("max_body_bytes", "--max-body-bytes")):
