@@ -325,7 +325,7 @@ def serve(
     export_dirs: Annotated[list[Path], typer.Argument(metavar="EXPORT_DIR...", help="export directories (--head base)")],
     name: Annotated[Optional[list[str]], typer.Option(help="model name per export, in order (default: the directory's name)")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    port: Annotated[int, typer.Option(help="TCP port (0: any free one)", min=0, max=65535)] = 8080,
     device: Annotated[Device, typer.Option(help="auto: CUDA when usable, else CPU; openvino: OpenVINO's CPU plugin")] = "cpu",
     compute: Annotated[Compute, typer.Option(help="arithmetic for an fp32 export; bf16 and int8 (after mbexport calibrate) on --device openvino")] = "fp32",
     pooling: Annotated[Optional[Pooling], typer.Option(help="default: what the export means")] = None,
@@ -335,6 +335,7 @@ def serve(
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: all cores)")] = None,
     max_inputs: Annotated[int, typer.Option(help="texts per request (413 beyond)")] = 2048,
     max_body_bytes: Annotated[int, typer.Option(help="request body size (413 beyond)")] = 16 * 1024 * 1024,
+    body_timeout: Annotated[float, typer.Option(help="seconds a request body may stall (408), and an unread answer may hold SIGTERM's drain")] = 30.0,
     max_queue: Annotated[int, typer.Option(help="texts waiting per model (429 beyond)")] = 4096,
     max_batch_requests: Annotated[int, typer.Option(help="requests coalesced into one batch (1: cross-request batching off)")] = 256,
     max_batch_tokens: Annotated[int, typer.Option(help="real tokens planned together (model batches: --batch-tokens)")] = 16384,
@@ -348,16 +349,20 @@ def serve(
     names = name or [d.resolve().name for d in export_dirs]
     if len(set(names)) != len(names):
         raise typer.BadParameter(f"model names {names} repeat; give each export its own --name")
-    from mbexport.serve.app import ServeLimits
+    if not all(n.strip() for n in names):
+        raise typer.BadParameter(f"model names {names} include a blank one; give each export a --name")
+    from mbexport.serve.app import ServeLimits, check_limits
     from mbexport.serve.batching import BatchLimits
     from mbexport.serve.server import load_embedders, run
 
+    limits = ServeLimits(max_inputs, max_body_bytes, auto_truncate, body_timeout)  # checked before the (slow) loading
+    batch_limits = BatchLimits(max_queue, max_batch_texts=2048, max_batch_tokens=max_batch_tokens,
+                               max_batch_requests=max_batch_requests, wait=batch_wait_ms / 1000)
+    check_limits(limits, batch_limits)
     given = {"pooling": pooling, "normalize": normalize, "max_length": max_length}
     embedders = load_embedders(export_dirs, names, device=device, batch_tokens=batch_tokens, threads=threads,
                                compute=compute, **{k: v for k, v in given.items() if v is not None})
-    run(embedders, host, port, ServeLimits(max_inputs, max_body_bytes, auto_truncate),
-        BatchLimits(max_queue, max_batch_texts=2048, max_batch_tokens=max_batch_tokens,
-                    max_batch_requests=max_batch_requests, wait=batch_wait_ms / 1000), log_level=log_level)
+    run(embedders, host, port, limits, batch_limits, log_level=log_level)
 
 
 @contextmanager

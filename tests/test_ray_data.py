@@ -4,6 +4,7 @@ rows embedded by an actor pool equal ``Embedder.embed`` row for row, in both for
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,29 @@ def test_missing_column_is_named(minilm_export: Path, local_ray: None) -> None:
     ds = ray.data.from_items([{"body": "x"}])
     with pytest.raises(ValueError, match="column 'text' is not in the dataset \\(columns: body\\)"):
         embed_dataset(ds, minilm_export)
+
+
+def test_empty_dataset_embeds_to_empty(minilm_export: Path, local_ray: None) -> None:
+    assert embed_dataset(ray.data.from_items([]), minilm_export).take_all() == []
+
+
+@pytest.mark.parametrize(("rows", "kind"), [([{"text": 1}], "int64"), ([{"text": b"x"}], "binary"),
+                                            ([{"text": ["a", "b"]}], "list<item: string>")])
+def test_non_text_column_is_refused_before_running(minilm_export: Path, local_ray: None, rows: list[dict],
+                                                   kind: str) -> None:
+    with pytest.raises(ValueError, match=f"column 'text' holds {re.escape(kind)}, not text"):
+        embed_dataset(ray.data.from_items(rows), minilm_export)
+
+
+def test_output_column_never_overwrites_an_input_column(minilm_export: Path, local_ray: None) -> None:
+    with pytest.raises(ValueError, match="output_column 'text' is already a column"):
+        embed_dataset(ray.data.from_items([{"text": "a"}]), minilm_export, output_column="text")
+
+
+def test_missing_values_are_named(minilm_export: Path, local_ray: None) -> None:
+    """A None (or NaN) among the texts fails the job with the column and the value, never a silent row."""
+    pandas = pytest.importorskip("pandas")
+    ds = ray.data.from_pandas(pandas.DataFrame({"text": ["a", None, "b"]}))
+    # pandas' None reaches the actor as None or NaN, depending on the Ray/pandas conversion path
+    with pytest.raises(Exception, match=r"embed_dataset: column 'text' holds (None \(NoneType\)|nan \(float\)), not"):
+        embed_dataset(ds, minilm_export, batch_size=8).take_all()

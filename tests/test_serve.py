@@ -206,6 +206,15 @@ OPENAI_BAD = [  # (body, status, param or None, reason)
     ({"input": [[101, 2023, 102]], "model": "minilm"}, 400, "input", "token-id inputs are not supported"),
     ({"input": [1, 2, 3], "model": "minilm"}, 400, "input", "token-id inputs are not supported"),
     ({"input": "x", "model": "minilm", "dimensions": 64}, 400, "dimensions", "not supported"),
+    # Python's True == 1 and 384.0 == 384: neither is an integer in JSON
+    ({"input": "x", "model": "minilm", "dimensions": True}, 400, "dimensions", "must be a positive integer, got true"),
+    ({"input": "x", "model": "minilm", "dimensions": 384.0}, 400, "dimensions", "positive integer, got 384.0"),
+    ({"input": "x", "model": "minilm", "dimensions": "384"}, 400, "dimensions", "positive integer, got \"384\""),
+    ({"input": "x", "model": "minilm", "dimensions": -1}, 400, "dimensions", "positive integer, got -1"),
+    ({"input": "x", "model": "minilm", "encoding_format": False}, 400, "encoding_format", "got false"),
+    ({"input": "x", "model": "minilm", "encoding_format": ""}, 400, "encoding_format", "'float' or 'base64'"),
+    ({"input": "x", "model": "minilm", "user": 5}, 400, "user", "'user' must be a string"),
+    ({"input": "x", "model": "m" * 5000}, 404, "model", "does not exist"),
     ({"input": "x", "model": "minilm", "encoding_format": "int8"}, 400, "encoding_format", "'float' or 'base64'"),
     ({"input": "x", "model": "gpt-4"}, 404, "model", "does not exist"),
     ({"input": "x", "model": "minilm", "temperature": 1}, 400, "temperature", "unrecognized"),
@@ -216,10 +225,14 @@ OPENAI_BAD = [  # (body, status, param or None, reason)
 TEI_BAD = [
     (b"not json", 400, "not valid JSON"),
     ({"inputs": None}, 422, "string or a non-empty list"),
-    ({"inputs": ["a", 7]}, 422, "'inputs[1]' is int"),
+    ({"inputs": ["a", 7]}, 422, "'inputs[1]' is a number, not a string"),
     ({"inputs": "a", "normalize": "yes"}, 422, "'normalize' must be true or false"),
-    ({"inputs": "a", "prompt_name": "query"}, 422, "unsupported field"),
+    ({"inputs": "a", "prompt_name": "query"}, 422, "prompt_name is not supported"),
     ({"inputs": "a", "truncation_direction": "left"}, 422, "truncation_direction"),
+    ({"inputs": "a", "truncation_direction": 5}, 422, "truncation_direction must be 'right'"),
+    ({"inputs": "a", "truncate": 0}, 422, "'truncate' must be true or false, got 0"),
+    ({"inputs": "a", "dimensions": True}, 422, "'dimensions' must be a positive integer"),
+    ({"inputs": "a", "x" * 5000: 1}, 422, "unrecognized request argument"),
     ({"inputs": ["a"] * 17}, 413, "limit of 16"),
     ({"inputs": [LONG]}, 422, "longer than the model's 128 tokens"),
 ]
@@ -237,6 +250,7 @@ def test_openai_bad_request(server: Server, body: object, status: int, param: st
     assert r.status_code == status
     error = r.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and reason in error["message"]
+    assert len(error["message"]) < 400  # one line, however large the value it quotes
     assert error["param"] == param and error["type"] == "invalid_request_error"
     ok = httpx.post(f"{server.url}/v1/embeddings", json={"input": "still serving", "model": "minilm"}, timeout=60)
     assert ok.status_code == 200 and len(ok.json()["data"]) == 1
@@ -247,6 +261,7 @@ def test_tei_bad_request(server: Server, body: object, status: int, reason: str)
     r = _post(f"{server.url}/embed", body)
     assert r.status_code == status
     assert reason in r.json()["error"] and r.json()["error_type"] == "Validation"
+    assert len(r.json()["error"]) < 400
     assert httpx.post(f"{server.url}/embed", json={"inputs": "still serving"}, timeout=60).status_code == 200
 
 
@@ -266,6 +281,104 @@ def test_bad_requests_mixed_with_good_ones(server: Server, reference: Callable[.
     assert [r.status_code for r in bads] == [422, 422, 413, 422]
     assert [r.status_code for r in goods] == [200] * len(good)
     assert min_cosine(np.array([r.json()[0] for r in goods]), reference(good)) >= 0.9999
+
+
+def test_null_fields_mean_the_default(server: Server, reference: Callable[..., np.ndarray]) -> None:
+    """``null`` for an optional field is the default, as leaving it out is (clients serialize None)."""
+    body = {"input": ["ok"], "model": None, "encoding_format": None, "dimensions": None, "user": None}
+    r = httpx.post(f"{server.url}/v1/embeddings", json=body, timeout=60)
+    assert r.status_code == 200 and r.json()["model"] == "minilm"
+    assert min_cosine(np.array([r.json()["data"][0]["embedding"]]), reference(["ok"])) >= 0.9999
+    tei = {"inputs": ["ok"], "normalize": None, "truncate": None, "truncation_direction": None, "prompt_name": None,
+           "dimensions": None}
+    r = httpx.post(f"{server.url}/embed", json=tei, timeout=60)
+    assert r.status_code == 200 and min_cosine(np.array(r.json()), reference(["ok"])) >= 0.9999
+    exact = {"inputs": "ok", "dimensions": 384, "truncation_direction": "Right"}  # TEI's spelling of the enum
+    assert httpx.post(f"{server.url}/embed", json=exact, timeout=60).status_code == 200
+
+
+def test_content_type_and_byte_order_mark(server: Server, reference: Callable[..., np.ndarray]) -> None:
+    """A body declared as something other than JSON is refused (415) in each protocol's shape; a JSON
+    body with a UTF-8 byte order mark, or with no Content-Type at all, is read."""
+    body = json.dumps({"input": "ok", "inputs": "ok"}).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        r = httpx.post(f"{server.url}/v1/embeddings", content=body, headers={"content-type": content_type})
+        assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+        assert "Content-Type: application/json" in r.json()["error"]["message"]
+        r = httpx.post(f"{server.url}/embed", content=body, headers={"content-type": content_type})
+        assert r.status_code == 415 and r.json()["error_type"] == "Validation"
+    bom = b"\xef\xbb\xbf" + json.dumps({"inputs": "ok"}).encode()
+    for headers in ({"content-type": "application/json; charset=utf-8"}, {}, {"content-type": ""}):
+        r = httpx.post(f"{server.url}/embed", content=bom, headers=headers, timeout=60)
+        assert r.status_code == 200 and min_cosine(np.array(r.json()), reference(["ok"])) >= 0.9999
+
+
+def test_unknown_paths_and_methods_answer_json_and_keep_metrics_bounded(server: Server) -> None:
+    """404 and 405 come in the protocol's error shape (OpenAI's under /v1/), never a redirect that echoes
+    the Host header, and requests for random URLs add no metrics series."""
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for i in range(40):
+            r = client.request(("GET", "POST", "DELETE")[i % 3], f"/v1/random-{i}-{'x' * i}")
+            assert r.status_code == 404 and "/v1/embeddings" in r.json()["error"]["message"]
+            r = client.post(f"/random/{i}", json={"inputs": "x"})
+            assert r.status_code == 404 and r.json()["error_type"] == "Validation"
+        r = client.post("/v1/embeddings/", json={"input": "x"}, headers={"host": "evil.example"})
+        assert r.status_code == 404 and "location" not in r.headers
+        r = client.get("/v1/embeddings")
+        assert r.status_code == 405 and r.headers["allow"] == "POST" and "use POST" in r.json()["error"]["message"]
+        r = client.put("/embed", json={"inputs": "x"})
+        assert r.status_code == 405 and "use POST" in r.json()["error"]
+        assert client.delete("/health").status_code == 405 and client.head("/health").status_code == 200
+    forgot_v1 = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)  # posts to /embeddings
+    with forgot_v1, pytest.raises(openai.NotFoundError, match="no endpoint POST /embeddings; .* POST /v1/embeddings"):
+        forgot_v1.embeddings.create(model="minilm", input="x")
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    endpoints = {s.labels["endpoint"] for family in prometheus_parser.text_string_to_metric_families(text)
+                 for s in family.samples if "endpoint" in s.labels}
+    assert endpoints <= {"/v1/embeddings", "/embed", "/", "other"}, endpoints
+    assert server.metrics()["mbexport_requests_total{endpoint=other,status=404}"] >= 81
+
+
+def test_huggingface_hub_inference_client(server: Server, reference: Callable[..., np.ndarray],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub's InferenceClient, pointed at a TEI URL, posts to ``/`` (TEI's route for its
+    model's task) with TEI's fields."""
+    hub = pytest.importorskip("huggingface_hub")
+    from huggingface_hub import constants, errors
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # it refuses even loopback URLs when offline
+    client = hub.InferenceClient(model=server.url, api_key="unused", timeout=120)
+    got = client.feature_extraction(TEXTS[0])
+    assert got.shape == (1, 384) and min_cosine(got, reference(TEXTS[:1])) >= 0.9999
+    cut = client.feature_extraction(LONG, normalize=True, truncate=True, truncation_direction="Right")
+    assert min_cosine(cut, reference([LONG])) >= 0.9999
+    with pytest.raises(errors.HfHubHTTPError, match="422"):
+        client.feature_extraction(LONG)
+
+
+def test_a_client_gone_before_its_batch_costs_no_model_time(minilm_export: Path) -> None:
+    """A client that disconnects while its request waits for a batch takes its texts out of the batcher,
+    and out of the queue at once: it holds no room there that would refuse other clients (429)."""
+    srv = Server(minilm_export, "--batch-wait-ms", "8000", "--max-queue", "6", "--max-inputs", "6")
+    try:
+        body = json.dumps({"inputs": ["a client that goes away " * 8] * 6}).encode()
+        with socket.create_connection(("127.0.0.1", srv.port)) as gone:
+            gone.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            deadline = time.monotonic() + 60
+            while srv.metrics().get("mbexport_queue_texts{model=minilm}") != 6 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        deadline = time.monotonic() + 60
+        while srv.metrics().get("mbexport_requests_total{endpoint=/embed,status=499}") != 1:
+            assert time.monotonic() < deadline, "the gone client's request was never given up"
+            time.sleep(0.05)
+        assert srv.metrics()["mbexport_queue_texts{model=minilm}"] == 0  # before the 8 s wait ends
+        assert httpx.post(f"{srv.url}/embed", json={"inputs": ["still here"]}, timeout=120).status_code == 200
+        metrics = srv.metrics()
+        assert metrics["mbexport_batch_texts_sum{model=minilm}"] == 1  # only the client that stayed
+        assert metrics["mbexport_texts_total{model=minilm}"] == 1
+    finally:
+        assert srv.stop() == 0
 
 
 def test_full_queue_answers_429_then_recovers(minilm_export: Path) -> None:
@@ -319,9 +432,64 @@ def test_sigterm_drains_accepted_requests(minilm_export: Path, reference: Callab
         srv.stop()
 
 
+def test_stalled_clients_get_408_and_never_block_shutdown(minilm_export: Path) -> None:
+    """A client that stops sending its body mid-way is answered 408 after --body-timeout, and one that
+    never reads its (large) answer is cut off that long into a drain: either used to hold its
+    connection open for ever, and SIGTERM's drain waited on it for ever."""
+    srv = Server(minilm_export, "--body-timeout", "1")
+    stall = (b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Content-Length: 100\r\n\r\n{\"inp")
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=60) as stalled:
+            stalled.sendall(stall)
+            reply = b""
+            while chunk := stalled.recv(65536):  # the server closes the connection after its answer
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), reply
+        assert json.loads(body)["error"]["code"] == "request_timeout"
+        big = json.dumps({"inputs": ["a"] * 2048}).encode()  # ~9 MB of answer, more than socket buffers hold
+        with socket.socket() as not_reading, socket.create_connection(("127.0.0.1", srv.port), timeout=60) as stalled:
+            not_reading.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            not_reading.connect(("127.0.0.1", srv.port))
+            not_reading.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\n\r\n%s" % (len(big), big))
+            deadline = time.monotonic() + 120
+            while srv.metrics().get("mbexport_requests_total{endpoint=/embed,status=200}") != 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            stalled.sendall(stall)
+            deadline = time.monotonic() + 30
+            while srv.metrics().get("mbexport_requests_in_flight{}") != 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            srv.process.send_signal(signal.SIGTERM)
+            assert srv.process.wait(timeout=60) == 0
+    finally:
+        srv.stop()
+
+
 def test_invalid_export_fails_fast(tmp_path: Path) -> None:
     result = run_mbexport("serve", str(tmp_path), "--port", "9")
     assert result.returncode != 0
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path) in lines[0]
     assert "mbexport convert" in lines[0]
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    (["--max-queue", "8"], "--max-queue"),  # the default --max-inputs 2048 could never be queued
+    (["--max-inputs", "0"], "--max-inputs"),
+    (["--max-body-bytes", "0"], "--max-body-bytes"),
+    (["--max-queue", "0"], "--max-queue"),
+    (["--batch-wait-ms", "-1"], "--batch-wait-ms"),
+    (["--body-timeout", "0"], "--body-timeout"),
+    (["--port", "70000"], "--port"),
+    (["--name", " "], "--name"),
+])
+def test_bad_serve_options_fail_fast(minilm_export: Path, options: list[str], named: str) -> None:
+    """A limit that cannot work is one usage line and exit 2, before anything loads or listens."""
+    result = run_mbexport("serve", str(minilm_export), "--port", "0", *options, timeout=60)
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0]
+    assert "internal error" not in lines[0]

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from mbexport.errors import MissingExtraError
+from mbexport.errors import MissingExtraError, TokenizerInputError
 from mbexport.runtime import Embedder
 
 try:
+    import pyarrow as pa
     import ray.data
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("mbexport.integrations.ray_data needs the ray extra (ray is missing); "
@@ -41,7 +42,13 @@ class EmbedActor:
         self.column, self.output_column, self.id_column = column, output_column, id_column
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = self.embedder.embed(batch[self.column].tolist())
+        texts = batch[self.column].tolist()
+        bad = next((text for text in texts if not isinstance(text, str)), "")
+        if not isinstance(bad, str):  # None / NaN: a missing value (or an object column of other things)
+            raise TokenizerInputError(f"embed_dataset: column {self.column!r} holds {bad!r} "
+                                      f"({type(bad).__name__}), not text; drop or fill missing values first, e.g. "
+                                      f"ds.filter(lambda row: isinstance(row[{self.column!r}], str))")
+        rows = self.embedder.embed(texts)
         if self.id_column is not None:
             return {self.id_column: batch[self.id_column], self.output_column: rows}
         return {**batch, self.output_column: rows}
@@ -55,13 +62,23 @@ def embed_dataset(ds: ray.data.Dataset, export_dir: str | Path, *, column: str =
     ``concurrency`` actors, each reserving ``num_cpus`` CPUs (its onnxruntime threads) and
     ``num_gpus`` GPUs (device ``cuda`` when > 0). ``embedder_options`` go to the Embedder
     (pooling, normalize, max_length, batch_tokens; leave them out for what the export means)."""
-    schema_names = ds.schema().names
-    for name, role in ((column, "column"), (id_column, "id_column")):
-        if name is not None and name not in schema_names:
-            raise ValueError(f"embed_dataset: {role} {name!r} is not in the dataset (columns: "
-                             f"{', '.join(schema_names)}); pass {role}= one of them")
     if concurrency < 1 or batch_size < 1:
         raise ValueError(f"embed_dataset: concurrency and batch_size must be >= 1, got {concurrency}, {batch_size}")
+    schema = ds.schema()
+    if schema is None:  # Ray knows no schema only for a dataset without rows: nothing to embed
+        return ds
+    names = list(schema.names)
+    for name, role in ((column, "column"), (id_column, "id_column")):
+        if name is not None and name not in names:
+            raise ValueError(f"embed_dataset: {role} {name!r} is not in the dataset (columns: "
+                             f"{', '.join(names)}); pass {role}= one of them")
+    if output_column in (names if id_column is None else [id_column]):
+        raise ValueError(f"embed_dataset: output_column {output_column!r} is already a column; pass "
+                         "output_column= a new name")
+    kind = dict(zip(names, schema.types))[column]
+    if isinstance(kind, pa.DataType) and not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise ValueError(f"embed_dataset: column {column!r} holds {kind}, not text; embed a string column "
+                         "(decode or format it first, e.g. with ds.map_batches)")
     options = {"device": device or ("cuda" if num_gpus > 0 else "cpu"), "threads": max(1, int(num_cpus)),
                **embedder_options}
     out = ds.map_batches(EmbedActor, fn_constructor_args=(str(Path(export_dir).resolve()), column, output_column,

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mbexport import _native
+from mbexport.errors import ArgumentError
 from mbexport.runtime import Embedder, l2_normalize
 from mbexport.serve.metrics import Metrics
 
@@ -57,10 +58,12 @@ class BatchLimits:
 
     def __post_init__(self) -> None:
         for name in ("max_queue", "max_batch_texts", "max_batch_tokens", "max_batch_requests"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.wait < 0:
-            raise ValueError(f"batch wait must be >= 0 seconds, got {self.wait}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                option = "" if name == "max_batch_texts" else f" (--{name.replace('_', '-')})"
+                raise ArgumentError(f"{name}{option} must be an integer >= 1, got {value!r}")
+        if not self.wait >= 0:  # NaN too
+            raise ArgumentError(f"the batch wait (--batch-wait-ms) must be >= 0, got {self.wait * 1000} ms")
 
 
 @dataclass(eq=False)
@@ -134,7 +137,15 @@ class Coalescer:
         self._queued_texts += texts
         self._gauge()
         self._arrived.set()
+        job.future.add_done_callback(lambda future: self._withdraw(job) if future.cancelled() else None)
         return job.future
+
+    def _withdraw(self, job: _Job) -> None:
+        """A cancelled job (its client went away) leaves the queue at once, so it holds no room there."""
+        if job in self._queue:  # identity (eq=False); still waiting, not in the pool yet
+            self._queue.remove(job)
+            self._queued_texts -= job.texts
+            self._gauge()
 
     # -- the batching loop ----------------------------------------------------------------
 

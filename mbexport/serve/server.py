@@ -3,13 +3,18 @@ the Embedder's one-line error), then uvicorn until SIGTERM/SIGINT.
 
 Shutdown is uvicorn's graceful one: it stops accepting connections, waits (without a time
 limit) for every in-flight request to be answered, then runs the app's lifespan exit, where
-the batchers finish anything still queued. uvicorn re-raises the signal it caught once it is
-done; ``run`` turns that into a normal return, so a drained shutdown exits 0.
+the batchers finish anything still queued. One bound is added: an answered connection whose
+client does not read its answer is aborted ``body_timeout`` seconds into the drain. uvicorn
+re-raises the signal it caught once it is done; ``run`` turns that into a normal return, so a
+drained shutdown exits 0.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +46,7 @@ def run(embedders: dict[str, Embedder], host: str, port: int, limits: ServeLimit
     app = create_app(embedders, limits, batch_limits)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                             lifespan="on", timeout_graceful_shutdown=None, server_header=False)
-    server = uvicorn.Server(config)
+    server = _Server(config, stall=limits.body_timeout)
     previous = signal.signal(signal.SIGTERM, _drained)
     try:
         server.run()
@@ -53,3 +58,38 @@ def run(embedders: dict[str, Embedder], host: str, port: int, limits: ServeLimit
 
 def _drained(signum: int, frame: Any) -> None:
     """What uvicorn's re-raised SIGTERM runs after a graceful shutdown: nothing (exit 0)."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, whose graceful drain does not wait for ever on a client that stopped reading.
+
+    uvicorn writes an answer into the connection's buffer at once and, on shutdown, closes an
+    answered connection gracefully: the close waits until the client has read everything, so a
+    client that never reads held the drain (and the process) open for ever. Here a connection that
+    is answered and closing but still unflushed after ``stall`` seconds is aborted; requests still
+    being answered are waited for without limit, as before.
+    """
+
+    def __init__(self, config: uvicorn.Config, stall: float) -> None:
+        super().__init__(config)
+        self.stall = stall
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        watchdog = asyncio.get_running_loop().create_task(self._abort_stalled_readers())
+        try:
+            await super().shutdown(sockets)
+        finally:
+            watchdog.cancel()
+
+    async def _abort_stalled_readers(self) -> None:
+        flushing_since: dict[int, float] = {}
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.monotonic()
+            for connection in list(self.server_state.connections):
+                cycle, transport = getattr(connection, "cycle", None), getattr(connection, "transport", None)
+                answered = cycle is None or getattr(cycle, "response_complete", False)
+                if transport is None or not answered or not transport.is_closing():
+                    flushing_since.pop(id(connection), None)
+                elif now - flushing_since.setdefault(id(connection), now) > self.stall:
+                    transport.abort()
