@@ -183,6 +183,29 @@ def test_bad_arguments(minilm_export: Path, tmp_path: Path) -> None:
         Embedder(broken)
 
 
+@pytest.mark.parametrize("texts", [None, 5, {"text": "hello"}, {"a", "b"}, np.array("hello")])
+def test_texts_that_are_no_ordered_collection_of_str_are_refused(minilm_export: Path, texts) -> None:
+    """None, a number, a dict (a JSONL record passed whole), a set (rows would come back in hash order)
+    and a 0-d array are a TokenizerInputError (a ValueError), never a raw TypeError or silent rows."""
+    emb = Embedder(minilm_export)
+    for call in (emb.embed, lambda t: list(emb.embed_iter(t)), emb.tokenize):
+        with pytest.raises(TokenizerInputError, match="list, tuple, 1-d array or iterator of str"):
+            call(texts)
+    with pytest.raises(TokenizerInputError, match="text 1 is int"):
+        emb.tokenize(["ok", 3])
+    assert emb.stats.texts == 0
+
+
+@pytest.mark.parametrize("normalize", ["no", "false", 0, 1, np.float32(1.0)])
+def test_normalize_must_be_a_bool(minilm_export: Path, normalize) -> None:
+    """normalize="no" is truthy: taken as given it would normalise; it is refused instead."""
+    with pytest.raises(ValueError, match=r"normalize \(--normalize\) must be True, False or None"):
+        Embedder(minilm_export, normalize=normalize)
+    emb = Embedder(minilm_export)
+    with pytest.raises(ValueError, match="normalize must be True, False or None"):
+        emb.embed_tokenized(*emb.tokenize(["hello"]), normalize=normalize)
+
+
 def test_int8_export(minilm_dir: Path, minilm_export: Path, tmp_path: Path) -> None:
     from mbexport.converter import convert
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -100,6 +101,7 @@ class Embedder:
                  normalize: bool | None = None, max_length: int | None = None, batch_tokens: int | None = None,
                  threads: int | None = None, window: int = DEFAULT_WINDOW, spin: bool = True,
                  compute: str = "fp32") -> None:
+        _check_bool("normalize (--normalize)", normalize)
         self.export_dir = resolve_export_dir(Path(export_dir))
         self.manifest = read_manifest(self.export_dir)
         # None = what the export's source means (its sentence-transformers config, else cls / no norm / model max).
@@ -186,12 +188,15 @@ class Embedder:
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Packed int32 ids and int64 cumulative lengths for ``embed_tokenized``; a text longer than
         ``max_length`` comes back one token longer than it (cut there), so callers can refuse it."""
-        return _encode(self.tokenizer, _check_texts(texts), self.max_length)
+        texts = _check_texts(texts)
+        _check_items(texts, 0)
+        return _encode(self.tokenizer, texts, self.max_length)
 
     def embed_tokenized(self, ids: np.ndarray, cu: np.ndarray, normalize: bool | None = None) -> np.ndarray:
         """Rows for texts from ``tokenize`` (over-long ones truncated), in order: lets a server tokenize
         each request as it arrives and run the texts of many requests as one set of token-budget
         batches. ``normalize`` overrides the Embedder's for this call."""
+        _check_bool("normalize", normalize)
         started = time.perf_counter()
         out = self._run(self._plan(ids, cu), normalize)
         self.stats.seconds += time.perf_counter() - started
@@ -224,10 +229,7 @@ class Embedder:
         return worker.submit(self._prepare, texts, start) if texts else None
 
     def _prepare(self, texts: list[str], start: int) -> _Window:
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TokenizerInputError(f"Embedder: text {start + i} is {type(text).__name__}, "
-                                          "not str; pass strings (decode bytes first)")
+        _check_items(texts, start)
         ids, cu = _encode(self.tokenizer, texts, self.max_length)
         return self._plan(ids, cu)
 
@@ -264,11 +266,31 @@ class Embedder:
 
 
 def _check_texts(texts: Any, allow_iterator: bool = False) -> Any:
+    """``texts`` as a list (or, with ``allow_iterator``, as given); TokenizerInputError for what has no
+    texts in an order: a single string, a dict or set, a non-iterable, a 0-d array."""
     if isinstance(texts, (str, bytes)):
         raise TokenizerInputError("Embedder: pass a list of texts, not a single string (wrap it: [text])")
+    if (isinstance(texts, (Mapping, AbstractSet)) or not isinstance(texts, Iterable)
+            or (isinstance(texts, np.ndarray) and texts.ndim == 0)):
+        raise TokenizerInputError(f"Embedder: texts must be a list, tuple, 1-d array or iterator of str, in the "
+                                  f"order the rows should come back, not {type(texts).__name__}")
     if allow_iterator:
         return texts
     return texts if isinstance(texts, (list, tuple)) else list(texts)
+
+
+def _check_items(texts: list[Any], start: int) -> None:
+    """TokenizerInputError naming the first item that is not a str (``start``: the index of texts[0])."""
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TokenizerInputError(f"Embedder: text {start + i} is {type(text).__name__}, "
+                                      "not str; pass strings (decode bytes first)")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    """ArgumentError unless ``value`` is True, False or None (a truthy "no" would silently mean yes)."""
+    if value is not None and not isinstance(value, bool):
+        raise ArgumentError(f"{name} must be True, False or None (the export's own setting), got {value!r}")
 
 
 def _encode(tokenizer: Any, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
