@@ -312,3 +312,60 @@ def test_input_reader_counts_and_errors(tmp_path: Path) -> None:
         list(read_texts(str(src)))
     with pytest.raises(InputFileError, match="unknown input type"):
         list(read_texts(str(tmp_path / "x.csv")))
+
+
+def test_input_lines_end_as_in_python_text_mode(tmp_path: Path) -> None:
+    """\\n, \\r\\n and a lone \\r end a line (a classic-Mac file is many texts, not one), a leading BOM is
+    dropped, other separators (\\v, \\x1c, U+0085, U+2028) and NUL stay inside the text: the lines
+    Python's own text-mode reading gives, numbered as the progress total counts them."""
+    from mbexport.runtime.files import count_lines, read_texts
+
+    data = "\ufeffone\r\ntwo\rthree\r\rfour\x0bfive\x1c\x85\u2028six\x00seven\n\nlast, no newline"
+    src = tmp_path / "x.txt"
+    src.write_bytes(data.encode("utf-8"))
+    with open(src, encoding="utf-8-sig") as f:
+        want = [line.removesuffix("\n") for line in f]
+    assert len(want) == 7
+    assert [text for _, text in read_texts(str(src))] == want
+    assert [number for number, _ in read_texts(str(src))] == list(range(1, 8)) and count_lines(str(src)) == 7
+    src.write_bytes(b"a\rb\r")
+    assert [text for _, text in read_texts(str(src))] == ["a", "b"] and count_lines(str(src)) == 2
+
+
+def test_jsonl_records_bom_duplicate_keys_and_non_objects(tmp_path: Path) -> None:
+    from mbexport.runtime.files import read_texts
+
+    src = tmp_path / "x.jsonl"
+    src.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "first"}\r\n{"text": "second"}\n')
+    assert list(read_texts(str(src))) == [("a", "first"), (2, "second")]
+    for line, field, why in ((b'{"text": "a", "text": "b"}', "text", "2 'text' keys"),
+                             (b'{"id": 1, "id": 2, "text": "a"}', "text", "2 'id' keys"),
+                             (b'["text"]', "text", "is an array, not an object"),
+                             (b'"text"', "text", "is a string, not an object"),
+                             (b'{"a": {"b": "x"}}', "a.b", "no 'a.b' field")):
+        src.write_bytes(line + b"\n")
+        with pytest.raises(InputFileError, match=f"x.jsonl:1: .*{why}"):
+            list(read_texts(str(src), field=field))
+
+
+def test_over_long_line_is_read_without_keeping_its_rest(minilm_export: Path, tmp_path: Path) -> None:
+    """A 4 MB line: the reader keeps a prefix that already decides its vector (memory bounded by what the
+    model reads, not by the line), and the vector equals the whole line's; the dropped rest is still
+    checked to be UTF-8."""
+    from mbexport.runtime.files import read_texts
+
+    emb = Embedder(minilm_export)
+    line = " ".join(TEXTS[:14]) * 3000 + " tail"
+    assert len(line.encode()) > 4_000_000
+    src = tmp_path / "long.txt"
+    src.write_text(line + "\nshort\n", encoding="utf-8")
+    rows = list(read_texts(str(src), enough=emb.over_max_length))
+    assert [number for number, _ in rows] == [1, 2] and rows[1][1] == "short"
+    kept = rows[0][1]
+    assert line.startswith(kept) and len(kept.encode()) <= 64 * 1024
+    np.testing.assert_array_equal(emb.embed([kept]), emb.embed([line]))
+    assert emb.stats.truncated == 2
+
+    src.write_bytes(line.encode() + b" \xff bad\nshort\n")
+    with pytest.raises(InputFileError, match="long.txt:1: not valid UTF-8"):
+        list(read_texts(str(src), enough=emb.over_max_length))

@@ -192,6 +192,12 @@ class Embedder:
         _check_items(texts, 0)
         return _encode(self.tokenizer, texts, self.max_length)
 
+    def over_max_length(self, text: str) -> bool:
+        """Whether ``text`` has more than ``max_length`` tokens ([CLS] and [SEP] included): it is then cut,
+        and nothing appended to it after a space changes its vector (a reader can drop the rest of a line)."""
+        ids, _ = self.tokenize([text])
+        return len(ids) > self.max_length
+
     def embed_tokenized(self, ids: np.ndarray, cu: np.ndarray, normalize: bool | None = None) -> np.ndarray:
         """Rows for texts from ``tokenize`` (over-long ones truncated), in order: lets a server tokenize
         each request as it arrives and run the texts of many requests as one set of token-budget
