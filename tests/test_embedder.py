@@ -312,6 +312,9 @@ def test_input_reader_counts_and_errors(tmp_path: Path) -> None:
         list(read_texts(str(src)))
     with pytest.raises(InputFileError, match="unknown input type"):
         list(read_texts(str(tmp_path / "x.csv")))
+    src.write_text('{"body": "hello"}\n')  # JSON records in a .txt: --field would silently embed the raw JSON
+    with pytest.raises(InputFileError, match="x.txt: --field body reads a .jsonl file"):
+        list(read_texts(str(src), field="body"))
 
 
 def test_input_lines_end_as_in_python_text_mode(tmp_path: Path) -> None:

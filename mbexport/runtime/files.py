@@ -63,6 +63,9 @@ def input_format(path: str, field: str | None) -> str:
     suffix = Path(path).suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
+    if suffix in (".txt", ".text", "") and field is not None:
+        raise InputFileError(f"{path}: --field {field} reads a .jsonl file, and this is a text file (one text per "
+                             "line); drop --field, or name the file .jsonl if it holds JSON records")
     if suffix in (".txt", ".text", ""):
         return "txt"
     raise InputFileError(f"{path}: unknown input type {suffix!r}; use a .txt (one text per line) or .jsonl file")
