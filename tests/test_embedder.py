@@ -178,6 +178,12 @@ def test_bad_arguments(minilm_export: Path, tmp_path: Path) -> None:
     (broken / "mbexport.json").write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(ExportDirError, match="format 99"):
         Embedder(broken)
+    (broken / "mbexport.json").write_text(json.dumps({**manifest, "embedding": {**manifest["embedding"],
+                                                                                "max_length": 1000}}))
+    with pytest.raises(ExportDirError, match=r"max_length 1000 \(from sentence-transformers\) is past the model's "
+                                             "512 positions; re-run mbexport convert"):
+        Embedder(broken)
+    assert Embedder(broken, max_length=128).max_length == 128
     (broken / "mbexport.json").write_text(json.dumps({**manifest, "head": "qa", "outputs": ["start_logits"]}))
     with pytest.raises(ExportDirError, match="--head base"):
         Embedder(broken)
@@ -204,6 +210,31 @@ def test_normalize_must_be_a_bool(minilm_export: Path, normalize) -> None:
     emb = Embedder(minilm_export)
     with pytest.raises(ValueError, match="normalize must be True, False or None"):
         emb.embed_tokenized(*emb.tokenize(["hello"]), normalize=normalize)
+
+
+def test_huge_text_is_embedded_from_the_prefix_that_decides_it(minilm_export: Path, minilm_dir: Path) -> None:
+    """A text of 40k characters equals BertModel's truncated reference; one of 200 MB costs the process a
+    few MB (the tokenizer reads the prefix past max_length tokens, not the text: 170+ MB before)."""
+    text = " ".join(TEXTS[:14]) * 50
+    assert len(text) > 40_000
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
+    model = transformers.BertModel.from_pretrained(str(minilm_dir)).eval()
+    enc = tokenizer([text], truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    with torch.inference_mode():
+        want = model(**enc).last_hidden_state.mean(1).numpy()
+    emb = Embedder(minilm_export, pooling="mean", normalize=False, max_length=MAX_LENGTH)
+    got = emb.embed([text])
+    assert min_cosine(got, want) >= 0.99999 and np.abs(got - want).max() < 1e-3
+    assert emb.stats.truncated == 1 and emb.stats.tokens == MAX_LENGTH
+
+    # Peak RSS of the child's own memory (VmHWM; ru_maxrss would start at this test process's size).
+    script = ("import re, sys; from pathlib import Path; from mbexport import Embedder; "
+              "peak = lambda: int(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text())[1]); "
+              "emb = Embedder(sys.argv[1]); text = 'hello world ' * 17_000_000; before = peak(); "
+              "emb.embed([text]); print(peak() - before)")
+    result = subprocess.run([sys.executable, "-c", script, str(minilm_export)], capture_output=True, text=True,
+                            timeout=300, check=True, cwd=tempfile.gettempdir())
+    assert int(result.stdout) < 50_000, result.stdout  # KiB
 
 
 def test_int8_export(minilm_dir: Path, minilm_export: Path, tmp_path: Path) -> None:
