@@ -237,6 +237,28 @@ def test_huge_text_is_embedded_from_the_prefix_that_decides_it(minilm_export: Pa
     assert int(result.stdout) < 50_000, result.stdout  # KiB
 
 
+def test_huge_text_cut_never_splits_an_added_token_with_spaces(minilm_export: Path, tmp_path: Path) -> None:
+    """An added token may hold spaces, so the cut at a space can fall inside it: the prefix must then be
+    over max_length by more than such a token's length, or the vector would read its words instead."""
+    export = tmp_path / "added"
+    export.mkdir()
+    for f in minilm_export.iterdir():
+        if f.name != "tokenizer_config.json":
+            (export / f.name).symlink_to(f)
+    added = "a b c d e f g h i j k l m n o p q r s t u v w x y z"
+    config = json.loads((minilm_export / "tokenizer_config.json").read_text())
+    (export / "tokenizer_config.json").write_text(json.dumps({**config, "added_tokens_decoder": {
+        "1": {"content": added, "special": False}}}))
+    emb = Embedder(export)
+    # 253 tokens (133 over-long words, one [UNK] each), then the added token across character 16384.
+    text = ("y" * 120 + " ") * 133 + "x " * 120 + added + " tail" * 5000
+    assert text.index(added) < 16384 < text.index(added) + len(added)
+    ids = emb.tokenizer([text], truncation=True, max_length=emb.max_length)["input_ids"][0]
+    assert ids[-2:] == [1, emb.tokenizer.sep_token_id]  # the added token is the last one kept
+    want = emb.embed_tokenized(np.asarray(ids, dtype=np.int32), np.array([0, len(ids)]))
+    np.testing.assert_array_equal(emb.embed([text]), want)
+
+
 def test_int8_export(minilm_dir: Path, minilm_export: Path, tmp_path: Path) -> None:
     from mbexport.converter import convert
 

@@ -198,10 +198,14 @@ class Embedder:
         return _encode(self.tokenizer, texts, self.max_length)
 
     def over_max_length(self, text: str) -> bool:
-        """Whether ``text`` has more than ``max_length`` tokens ([CLS] and [SEP] included): it is then cut,
-        and nothing appended to it after a space changes its vector (a reader can drop the rest of a line)."""
-        ids, _ = self.tokenize([text])
-        return len(ids) > self.max_length
+        """Whether ``text`` has more than ``max_length`` tokens ([CLS] and [SEP] included), by more than an
+        added token with a space could re-join: then nothing appended to it after a space or tab changes its
+        vector (a reader can drop the rest of a line)."""
+        spanning = max((len(t) for t in self.tokenizer.get_added_vocab() if " " in t or "\t" in t), default=0)
+        texts = [text]
+        _check_items(texts, 0)
+        ids, _ = _encode(self.tokenizer, texts, self.max_length + spanning)
+        return len(ids) > self.max_length + spanning
 
     def embed_tokenized(self, ids: np.ndarray, cu: np.ndarray, normalize: bool | None = None) -> np.ndarray:
         """Rows for texts from ``tokenize`` (over-long ones truncated), in order: lets a server tokenize
