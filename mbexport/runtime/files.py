@@ -40,7 +40,7 @@ import numpy as np
 from mbexport.errors import InputFileError, OutputFileError
 
 NPY_HEADER_BYTES = 128  # magic + version + length + dict, padded: room for any 2-D float32 shape
-READ_BLOCK = 1 << 16  # bytes per read; read1, so a pipe's lines come through as they arrive
+READ_BLOCK = 1 << 16  # most bytes of a line read at once (readline's limit)
 KEEP_CHECK = 1 << 14  # a line's kept bytes at which ``enough`` is first asked (then at each doubling)
 _EOL = re.compile(rb"\r\n?|\n")
 _BOM = codecs.BOM_UTF8
@@ -180,21 +180,27 @@ class _Line:
 
 
 def _lines(stream: IO[bytes], enough: Callable[[str], bool] | None) -> Iterator[tuple[bytes, bool]]:
-    """``(line, rest_is_utf8)`` for each line of ``stream``, without its end (``\n``, ``\r\n`` or a lone
-    ``\r``); ``read1`` returns what a pipe has, so lines come out as they arrive."""
-    read = getattr(stream, "read1", stream.read)
-    line, open_line, after_cr = _Line(enough), False, False
-    while block := read(READ_BLOCK):
-        start = 1 if after_cr and block.startswith(b"\n") else 0  # the \n of a \r\n split between reads
-        after_cr = block.endswith(b"\r")
-        for end in _EOL.finditer(block, start):
-            line.add(block[start:end.start()])
+    """``(line, rest_is_utf8)`` for each line of ``stream``, without its end (``\\n``, ``\\r\\n`` or a lone
+    ``\\r``). Read by ``readline`` in pieces of at most READ_BLOCK bytes: a pipe's lines come out as they
+    arrive, a short line costs one call, and a long one goes through ``_Line`` piece by piece."""
+    line: _Line | None = None  # a line begun in an earlier piece
+    after_cr = False  # the previous piece ended in \r: a \n starting this one belongs to it
+    readline, limit = stream.readline, READ_BLOCK
+    while piece := readline(limit):
+        if line is None and not after_cr and piece[-1:] == b"\n" and b"\r" not in piece:
+            yield piece[:-1], True  # the common case: one whole line
+            continue
+        start = 1 if after_cr and piece.startswith(b"\n") else 0
+        after_cr = piece.endswith(b"\r")
+        for end in _EOL.finditer(piece, start):
+            line = line or _Line(enough)
+            line.add(piece[start:end.start()])
             yield line.finish()
-            line, start = _Line(enough), end.end()
-        open_line = start < len(block)
-        if open_line:
-            line.add(block[start:])
-    if open_line:
+            line, start = None, end.end()
+        if start < len(piece):
+            line = line or _Line(enough)
+            line.add(piece[start:])
+    if line is not None:
         yield line.finish()
 
 
