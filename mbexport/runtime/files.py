@@ -99,8 +99,8 @@ def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False
                     continue
                 if not text.strip():
                     continue
-                record_id, value = _record(text, field)
-                yield _check_id(record_id if record_id is not None else number), value
+                record_id, value = _record(text, field, number)
+                yield _check_id(record_id), value
             except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 why = NOT_UTF8 if isinstance(e, UnicodeDecodeError) else str(e)
                 if not skip_bad_lines:
@@ -113,8 +113,8 @@ def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False
             stream.close()
 
 
-def _record(text: str, field: str) -> tuple[Any, str]:
-    """``(record["id"] or None, record[field])`` of a JSONL line; ValueError naming what is wrong with it."""
+def _record(text: str, field: str, default_id: int) -> tuple[Any, str]:
+    """``(record.get("id", default_id), record[field])`` of a JSONL line; ValueError naming what is wrong."""
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         keys = [key for key, _ in pairs]
         for key in (field, "id"):
@@ -132,7 +132,7 @@ def _record(text: str, field: str) -> tuple[Any, str]:
     value = record[field]
     if not isinstance(value, str):
         raise ValueError(f"field {field!r} is {type(value).__name__}, not a string")  # noqa: TRY004
-    return record.get("id"), value
+    return record.get("id", default_id), value
 
 
 class _Line:
