@@ -273,6 +273,30 @@ def test_out_symlink_is_written_through_and_bad_out_names_the_fix(base_export, t
         assert result.returncode == 1 and len(lines) == 1 and why in lines[0], result.stderr
 
 
+@pytest.mark.parametrize("interrupted_open", [1, 2])
+def test_signal_while_the_output_is_being_created_leaves_nothing(tmp_path, monkeypatch, interrupted_open) -> None:
+    """SIGTERM/Ctrl-C can land between a temporary output being created and the with block being entered
+    (no __exit__ then): here the KeyboardInterrupt is raised as the 1st (output) or 2nd (line sidecar) file
+    is opened. Nothing may stay behind; the previous output is untouched."""
+    from mbexport.runtime import files
+
+    (tmp_path / "v.npy").write_bytes(b"previous")
+    opened = []
+
+    def fdopen(fd: int, mode: str):
+        opened.append(fd)
+        if len(opened) == interrupted_open:
+            raise KeyboardInterrupt
+        return real_fdopen(fd, mode)
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(files.os, "fdopen", fdopen)
+    with pytest.raises(KeyboardInterrupt), files.AtomicOutput(tmp_path / "v.npy", 4, line_sidecar=True):
+        pass
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npy"] and (tmp_path / "v.npy").read_bytes() == b"previous"
+
+
 def test_out_dash_streams_jsonl_to_stdout(base_export, tmp_path) -> None:
     texts = [f"the model {i} is fast" for i in range(50)]
     source = write_lines(tmp_path / "in.txt", [t.encode() for t in texts])

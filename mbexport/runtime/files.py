@@ -263,13 +263,19 @@ class AtomicOutput:
         self._lines_tmp: Path | None = None
 
     def __enter__(self) -> AtomicOutput:  # noqa: PYI034
-        with self._os_errors():
-            self._file, self._tmp = _partial(self.path)
-            if self.format == "npy":
-                self._file.write(b"\0" * NPY_HEADER_BYTES)
-            if self.sidecar is not None:
-                self._lines, self._lines_tmp = _partial(self.sidecar)
-                self._lines.write(b"\0" * NPY_HEADER_BYTES)
+        try:
+            with self._os_errors():
+                self._tmp = _partial_name(self.path)  # named before it exists, so a clean-up can always find it
+                self._file = _create(self._tmp)
+                if self.format == "npy":
+                    self._file.write(b"\0" * NPY_HEADER_BYTES)
+                if self.sidecar is not None:
+                    self._lines_tmp = _partial_name(self.sidecar)
+                    self._lines = _create(self._lines_tmp)
+                    self._lines.write(b"\0" * NPY_HEADER_BYTES)
+        except BaseException:  # an OS error, or Ctrl-C / SIGTERM after a file was made (no __exit__ then)
+            self._discard()
+            raise
         return self
 
     def write(self, ids: list[Any], rows: np.ndarray, lines: list[int] | None = None) -> None:
@@ -303,14 +309,18 @@ class AtomicOutput:
                     os.replace(self._tmp, self.path)
                     self._tmp = None
         finally:
-            for file in (self._file, self._lines):
-                if file is not None:
-                    with contextlib.suppress(OSError):  # a failed run: its buffered tail need not reach the disk
-                        file.close()
-            for tmp in (self._tmp, self._lines_tmp):
-                if tmp is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp)
+            self._discard()
+
+    def _discard(self) -> None:
+        """Close the files and remove the temporary ones not renamed into place."""
+        for file in (self._file, self._lines):
+            if file is not None:
+                with contextlib.suppress(OSError):  # a failed run: its buffered tail need not reach the disk
+                    file.close()
+        for tmp in (self._tmp, self._lines_tmp):
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
 
     @contextlib.contextmanager
     def _os_errors(self) -> Iterator[None]:
@@ -364,13 +374,16 @@ def _same_file(path: Path, source: str) -> bool:
     return (out.st_dev, out.st_ino) == (src.st_dev, src.st_ino)
 
 
-def _partial(path: Path) -> tuple[IO[bytes], Path]:
-    """A temporary file beside ``path`` (same filesystem, so renaming it into place is atomic).
+def _partial_name(path: Path) -> Path:
+    """A temporary file name beside ``path`` (same filesystem, so renaming it into place is atomic)."""
+    return path.parent / f".{path.name}.{secrets.token_hex(6)}.partial"
 
-    Not mkstemp: its 0600 would ignore the umask; O_EXCL with a random name is as safe."""
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.partial"
+
+def _create(tmp: Path) -> IO[bytes]:
+    """``tmp``, created for writing. Not mkstemp: its 0600 would ignore the umask; O_EXCL with a random
+    name is as safe."""
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-    return os.fdopen(fd, "wb"), tmp
+    return os.fdopen(fd, "wb")
 
 
 def _finish(file: IO[bytes], header: bytes | None) -> None:
