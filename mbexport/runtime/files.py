@@ -319,7 +319,7 @@ class AtomicOutput:
                     file.close()
         for tmp in (self._tmp, self._lines_tmp):
             if tmp is not None:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # never made (or a read-only directory): the first error stands
                     os.unlink(tmp)
 
     @contextlib.contextmanager
