@@ -235,12 +235,12 @@ def embed(
     embedder = Embedder(export_dir, device=device, pooling=pooling, normalize=normalize, max_length=max_length,
                         batch_tokens=batch_tokens, threads=threads, compute=compute)
     to_stdout = str(out) == "-"
-    writer = JsonlStream(sys.stdout) if to_stdout else AtomicOutput(out, embedder.hidden_size, skip_bad_lines)
+    writer = JsonlStream(sys.stdout) if to_stdout else AtomicOutput(out, embedder.hidden_size, skip_bad_lines, input_path)
     counts = ReadCounts()
     pending: collections.deque[tuple[Any, int]] = collections.deque()  # (id, input line) of texts read but not yet embedded
 
     def texts() -> Iterator[str]:
-        for record_id, text in read_texts(input_path, field, skip_bad_lines, counts):
+        for record_id, text in read_texts(input_path, field, skip_bad_lines, counts, embedder.over_max_length):
             pending.append((record_id, counts.lines))
             yield text
 

@@ -3,9 +3,12 @@
 A sentence-transformers model says it in its own files::
 
     modules.json                 the module chain: Transformer (path ""), Pooling, Normalize
-    sentence_bert_config.json    max_seq_length (tokens, [CLS] and [SEP] included)
+    sentence_bert_config.json    max_seq_length (tokens, [CLS] and [SEP] included), do_lower_case
+                                 (lowercase the text first: the converter writes it into the export's
+                                 tokenizer_config.json, accents kept, as sentence-transformers does)
     1_Pooling/config.json        pooling_mode (or the legacy pooling_mode_*_token booleans)
-    config_sentence_transformers.json   prompts, similarity function (carried, not interpreted)
+    config_sentence_transformers.json   prompts, similarity function (carried, not interpreted; a
+                                 default prompt, which ``encode`` prepends to every text, is refused)
 
 ``sentence_transformers_files`` lists those files (the converter carries them into the export
 with the same relative layout, so ``SentenceTransformer(export_dir, backend="onnx")`` loads it);
@@ -15,8 +18,9 @@ so in ``origin``. The converter writes the result into the manifest (``"embeddin
 Embedder and ``mbexport embed`` read it back with ``export_semantics``.
 
 Chains the Embedder cannot reproduce (max / weightedmean / lasttoken / concatenated pooling,
-Dense or other modules after pooling) are refused at convert time: an export never claims a
-meaning its Embedder would silently get wrong.
+Dense or other modules after pooling, modules out of the Transformer -> Pooling -> Normalize order,
+a default prompt, a max_seq_length that is no integer in [2, the model's positions]) are refused at
+convert time: an export never claims a meaning its Embedder would silently get wrong.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class EmbeddingSemantics:
     normalize: bool = False
     max_length: int | None = None
     origin: str = "default"  # "sentence-transformers" (read from the source's files) or "default"
+    lowercase: bool = False  # sentence_bert_config's do_lower_case; the export's tokenizer config carries it
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest's ``"embedding"`` record."""
@@ -71,12 +76,14 @@ def sentence_transformers_files(directory: Path) -> dict[str, Path]:
     return files
 
 
-def read_semantics(directory: Path) -> EmbeddingSemantics:
-    """The embedding semantics ``directory``'s sentence-transformers files define (or ``DEFAULT``)."""
+def read_semantics(directory: Path, max_positions: int | None = None) -> EmbeddingSemantics:
+    """The embedding semantics ``directory``'s sentence-transformers files define (or ``DEFAULT``);
+    ``max_positions`` (the model's position embeddings) bounds ``max_seq_length``."""
     if not (directory / "modules.json").is_file():
         return DEFAULT
     pooling, normalize = None, False
     where = directory / "modules.json"
+    kinds = []
     for module in _modules(directory):
         kind = str(module.get("type", "")).rsplit(".", 1)[-1]
         if kind not in _MODULES:
@@ -89,15 +96,22 @@ def read_semantics(directory: Path) -> EmbeddingSemantics:
         if kind == "Pooling":
             pooling = _pooling_mode(directory / str(module.get("path", "")) / "config.json")
         normalize = normalize or kind == "Normalize"
+        kinds.append(kind)
     if pooling is None:
         raise CheckpointFormatError(f"{where}: no Pooling module, so the model defines no sentence vector; "
                                     "add one or convert a copy without modules.json")
-    max_length = None
+    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        raise CheckpointFormatError(f"{where}: modules {' -> '.join(kinds)} are not Transformer -> Pooling "
+                                    "(-> Normalize), the only chain mbexport reproduces; fix the module order")
+    _check_no_default_prompt(directory / "config_sentence_transformers.json")
+    max_length, lowercase = None, False
     if (directory / "sentence_bert_config.json").is_file():
         config = _read(directory / "sentence_bert_config.json")
-        value = config.get("max_seq_length") if isinstance(config, dict) else None
-        max_length = int(value) if isinstance(value, int) and value >= 2 else None
-    return EmbeddingSemantics(pooling, normalize, max_length, "sentence-transformers")
+        config = config if isinstance(config, dict) else {}
+        max_length = _max_seq_length(directory / "sentence_bert_config.json", config.get("max_seq_length"),
+                                     max_positions)
+        lowercase = config.get("do_lower_case") is True
+    return EmbeddingSemantics(pooling, normalize, max_length, "sentence-transformers", lowercase)
 
 
 def export_semantics(manifest: dict[str, Any]) -> EmbeddingSemantics:
@@ -146,6 +160,32 @@ def _modules(directory: Path) -> list[dict[str, Any]]:
             raise CheckpointFormatError(f"{directory / 'modules.json'}: module path {str(sub)!r} leaves the "
                                         "model directory; module paths must be relative folders inside it")
     return modules
+
+
+def _max_seq_length(path: Path, value: Any, max_positions: int | None) -> int | None:
+    """``max_seq_length`` as sentence-transformers truncates with it (None: the model's maximum);
+    CheckpointFormatError for a value it cannot mean (not an integer, < 2, past the model's positions)."""
+    if value is None:
+        return None
+    high = max_positions if max_positions is not None else value
+    if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= high:
+        bound = f"in [2, {max_positions}] (the model's position embeddings)" if max_positions else ">= 2"
+        raise CheckpointFormatError(f"{path}: max_seq_length {value!r} is not an integer {bound}; "
+                                    "set it to the tokens a text may have, or remove it for the model's maximum")
+    return value
+
+
+def _check_no_default_prompt(path: Path) -> None:
+    """sentence-transformers prepends ``prompts[default_prompt_name]`` to every text it encodes; the
+    Embedder does not, so such a model is refused rather than exported with another meaning."""
+    config = _read(path) if path.is_file() else {}
+    name = config.get("default_prompt_name") if isinstance(config, dict) else None
+    prompts = config.get("prompts") if isinstance(config, dict) else None
+    prompt = prompts.get(name) if name is not None and isinstance(prompts, dict) else None
+    if prompt:
+        raise CheckpointFormatError(f"{path}: default_prompt_name {name!r} makes sentence-transformers prepend "
+                                    f"{prompt!r} to every text, which mbexport does not do; set it to null in a "
+                                    "copy and put the prompt into your texts yourself")
 
 
 def _pooling_mode(config_path: Path) -> str:

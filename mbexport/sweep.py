@@ -287,12 +287,12 @@ def parity_summary(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def _embed(export: Path, target: Path, options: SweepOptions) -> int:
     from mbexport.runtime import Embedder
-    from mbexport.runtime.files import AtomicOutput, read_texts
+    from mbexport.runtime.files import AtomicOutput
 
     assert options.embed is not None
     embedder = Embedder(export, pooling=options.pooling, normalize=options.normalize,
                         max_length=options.max_length, threads=options.threads)
-    texts = (text for _, text in read_texts(str(options.embed), options.field))
+    texts = (text for _, text in _dataset(options))
     target.parent.mkdir(parents=True, exist_ok=True)
     with AtomicOutput(target, embedder.hidden_size) as out:
         for chunk in embedder.embed_iter(texts):
@@ -342,14 +342,20 @@ def _check_options(options: SweepOptions, jobs: int, backend: str) -> None:
         raise SweepError(f"--backend {backend!r}: choose local or ray")
 
 
+def _dataset(options: SweepOptions) -> Iterator[tuple[Any, str]]:
+    """The dataset's (id, text) rows; ``field`` (default "text") applies to a .jsonl dataset only."""
+    from mbexport.runtime.files import input_format, read_texts
+
+    path = str(options.embed)
+    return read_texts(path, options.field if input_format(path, None) == "jsonl" else None)
+
+
 def _with_dataset(options: SweepOptions) -> SweepOptions:
     """Check the dataset reads (every line) before any checkpoint starts, and fingerprint it."""
     from dataclasses import replace
 
-    from mbexport.runtime.files import read_texts
-
     assert options.embed is not None
-    count = sum(1 for _ in read_texts(str(options.embed), options.field))
+    count = sum(1 for _ in _dataset(options))
     if count == 0:
         raise SweepError(f"--embed {options.embed}: no texts in it; give a .txt or .jsonl with at least one text")
     digest = hashlib.sha256(options.embed.read_bytes()).hexdigest()

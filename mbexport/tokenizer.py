@@ -274,6 +274,10 @@ class WordPieceTokenizer:
     def get_vocab(self) -> dict[str, int]:
         return {**self._ids, **self._added}
 
+    def get_added_vocab(self) -> dict[str, int]:
+        """The added tokens (split out of the raw text before anything else) and their ids, as HF's."""
+        return dict(self._added)
+
     @property
     def unk_token_id(self) -> int:
         return self._token_id(self.unk_token)

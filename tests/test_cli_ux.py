@@ -238,6 +238,65 @@ def test_skip_bad_lines_writes_a_line_sidecar(base_export, tmp_path) -> None:
     assert not (tmp_path / "vectors.lines.npy").exists()
 
 
+def test_out_that_is_the_input_is_refused_and_the_input_kept(base_export, tmp_path) -> None:
+    """--out naming the input (same path, a symlink or hard link to it, or the file on stdin) would replace
+    the texts being read with their vectors: one error line, exit 1, the input byte for byte intact."""
+    source = tmp_path / "in.jsonl"
+    data = b'{"text": "hello world"}\n{"text": "the model"}\n'
+    source.write_bytes(data)
+    (tmp_path / "link.jsonl").symlink_to(source)
+    os.link(source, tmp_path / "hard.jsonl")
+    for out in ("in.jsonl", "link.jsonl", "hard.jsonl"):
+        result = run("embed", str(base_export), str(source), "--out", str(tmp_path / out))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and "is the input" in lines[0], result.stderr
+    with open(source, "rb") as stdin:
+        result = run("embed", str(base_export), "-", "--field", "text", "--out", str(source), stdin=stdin)
+    assert result.returncode == 1 and "is the input <stdin>" in result.stderr, result.stderr
+    assert source.read_bytes() == data and (tmp_path / "link.jsonl").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hard.jsonl", "in.jsonl", "link.jsonl"]
+
+
+def test_out_symlink_is_written_through_and_bad_out_names_the_fix(base_export, tmp_path) -> None:
+    source = write_lines(tmp_path / "in.txt", [b"hello world", b"the model"])
+    (tmp_path / "vectors").mkdir()
+    link = tmp_path / "latest.npy"
+    link.symlink_to(tmp_path / "vectors" / "run1.npy")
+    assert run("embed", str(base_export), str(source), "--out", str(link)).returncode == 0
+    assert link.is_symlink() and np.load(link).shape == (2, 36)  # the link stays, its target holds the rows
+    np.testing.assert_allclose(np.load(tmp_path / "vectors" / "run1.npy"),
+                               Embedder(base_export).embed(["hello world", "the model"]), atol=1e-5)
+    for out, why in (("v.csv", "--out must end in .npy or .jsonl"), ("missing/v.npy", "does not exist; create it"),
+                     ("vectors", "is a directory")):
+        result = run("embed", str(base_export), str(source), "--out", str(tmp_path / out))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and why in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("interrupted_open", [1, 2])
+def test_signal_while_the_output_is_being_created_leaves_nothing(tmp_path, monkeypatch, interrupted_open) -> None:
+    """SIGTERM/Ctrl-C can land between a temporary output being created and the with block being entered
+    (no __exit__ then): here the KeyboardInterrupt is raised as the 1st (output) or 2nd (line sidecar) file
+    is opened. Nothing may stay behind; the previous output is untouched."""
+    from mbexport.runtime import files
+
+    (tmp_path / "v.npy").write_bytes(b"previous")
+    opened = []
+
+    def fdopen(fd: int, mode: str):
+        opened.append(fd)
+        if len(opened) == interrupted_open:
+            raise KeyboardInterrupt
+        return real_fdopen(fd, mode)
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(files.os, "fdopen", fdopen)
+    with pytest.raises(KeyboardInterrupt), files.AtomicOutput(tmp_path / "v.npy", 4, line_sidecar=True):
+        pass
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npy"] and (tmp_path / "v.npy").read_bytes() == b"previous"
+
+
 def test_out_dash_streams_jsonl_to_stdout(base_export, tmp_path) -> None:
     texts = [f"the model {i} is fast" for i in range(50)]
     source = write_lines(tmp_path / "in.txt", [t.encode() for t in texts])

@@ -178,9 +178,85 @@ def test_bad_arguments(minilm_export: Path, tmp_path: Path) -> None:
     (broken / "mbexport.json").write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(ExportDirError, match="format 99"):
         Embedder(broken)
+    (broken / "mbexport.json").write_text(json.dumps({**manifest, "embedding": {**manifest["embedding"],
+                                                                                "max_length": 1000}}))
+    with pytest.raises(ExportDirError, match=r"max_length 1000 \(from sentence-transformers\) is past the model's "
+                                             "512 positions; re-run mbexport convert"):
+        Embedder(broken)
+    assert Embedder(broken, max_length=128).max_length == 128
     (broken / "mbexport.json").write_text(json.dumps({**manifest, "head": "qa", "outputs": ["start_logits"]}))
     with pytest.raises(ExportDirError, match="--head base"):
         Embedder(broken)
+
+
+@pytest.mark.parametrize("texts", [None, 5, {"text": "hello"}, {"a", "b"}, np.array("hello")])
+def test_texts_that_are_no_ordered_collection_of_str_are_refused(minilm_export: Path, texts) -> None:
+    """None, a number, a dict (a JSONL record passed whole), a set (rows would come back in hash order)
+    and a 0-d array are a TokenizerInputError (a ValueError), never a raw TypeError or silent rows."""
+    emb = Embedder(minilm_export)
+    for call in (emb.embed, lambda t: list(emb.embed_iter(t)), emb.tokenize):
+        with pytest.raises(TokenizerInputError, match="list, tuple, 1-d array or iterator of str"):
+            call(texts)
+    with pytest.raises(TokenizerInputError, match="text 1 is int"):
+        emb.tokenize(["ok", 3])
+    assert emb.stats.texts == 0
+
+
+@pytest.mark.parametrize("normalize", ["no", "false", 0, 1, np.float32(1.0)])
+def test_normalize_must_be_a_bool(minilm_export: Path, normalize) -> None:
+    """normalize="no" is truthy: taken as given it would normalise; it is refused instead."""
+    with pytest.raises(ValueError, match=r"normalize \(--normalize\) must be True, False or None"):
+        Embedder(minilm_export, normalize=normalize)
+    emb = Embedder(minilm_export)
+    with pytest.raises(ValueError, match="normalize must be True, False or None"):
+        emb.embed_tokenized(*emb.tokenize(["hello"]), normalize=normalize)
+
+
+def test_huge_text_is_embedded_from_the_prefix_that_decides_it(minilm_export: Path, minilm_dir: Path) -> None:
+    """A text of 40k characters equals BertModel's truncated reference; one of 200 MB costs the process a
+    few MB (the tokenizer reads the prefix past max_length tokens, not the text: 170+ MB before)."""
+    text = " ".join(TEXTS[:14]) * 50
+    assert len(text) > 40_000
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
+    model = transformers.BertModel.from_pretrained(str(minilm_dir)).eval()
+    enc = tokenizer([text], truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    with torch.inference_mode():
+        want = model(**enc).last_hidden_state.mean(1).numpy()
+    emb = Embedder(minilm_export, pooling="mean", normalize=False, max_length=MAX_LENGTH)
+    got = emb.embed([text])
+    assert min_cosine(got, want) >= 0.99999 and np.abs(got - want).max() < 1e-3
+    assert emb.stats.truncated == 1 and emb.stats.tokens == MAX_LENGTH
+
+    # Peak RSS of the child's own memory (VmHWM; ru_maxrss would start at this test process's size).
+    script = ("import re, sys; from pathlib import Path; from mbexport import Embedder; "
+              "peak = lambda: int(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text())[1]); "
+              "emb = Embedder(sys.argv[1]); text = 'hello world ' * 17_000_000; before = peak(); "
+              "emb.embed([text]); print(peak() - before)")
+    result = subprocess.run([sys.executable, "-c", script, str(minilm_export)], capture_output=True, text=True,
+                            timeout=300, check=True, cwd=tempfile.gettempdir())
+    assert int(result.stdout) < 50_000, result.stdout  # KiB
+
+
+def test_huge_text_cut_never_splits_an_added_token_with_spaces(minilm_export: Path, tmp_path: Path) -> None:
+    """An added token may hold spaces, so the cut at a space can fall inside it: the prefix must then be
+    over max_length by more than such a token's length, or the vector would read its words instead."""
+    export = tmp_path / "added"
+    export.mkdir()
+    for f in minilm_export.iterdir():
+        if f.name != "tokenizer_config.json":
+            (export / f.name).symlink_to(f)
+    added = "a b c d e f g h i j k l m n o p q r s t u v w x y z"
+    config = json.loads((minilm_export / "tokenizer_config.json").read_text())
+    (export / "tokenizer_config.json").write_text(json.dumps({**config, "added_tokens_decoder": {
+        "1": {"content": added, "special": False}}}))
+    emb = Embedder(export)
+    # 253 tokens (133 over-long words, one [UNK] each), then the added token across character 16384.
+    text = ("y" * 120 + " ") * 133 + "x " * 120 + added + " tail" * 5000
+    assert text.index(added) < 16384 <= text.index(added) + len(added)
+    ids = emb.tokenizer([text], truncation=True, max_length=emb.max_length)["input_ids"][0]
+    assert ids[-2:] == [1, emb.tokenizer.sep_token_id]  # the added token is the last one kept
+    want = emb.embed_tokenized(np.asarray(ids, dtype=np.int32), np.array([0, len(ids)]))
+    np.testing.assert_array_equal(emb.embed([text]), want)
 
 
 def test_int8_export(minilm_dir: Path, minilm_export: Path, tmp_path: Path) -> None:
@@ -289,3 +365,63 @@ def test_input_reader_counts_and_errors(tmp_path: Path) -> None:
         list(read_texts(str(src)))
     with pytest.raises(InputFileError, match="unknown input type"):
         list(read_texts(str(tmp_path / "x.csv")))
+    src.write_text('{"body": "hello"}\n')  # JSON records in a .txt: --field would silently embed the raw JSON
+    with pytest.raises(InputFileError, match="x.txt: --field body reads a .jsonl file"):
+        list(read_texts(str(src), field="body"))
+
+
+def test_input_lines_end_as_in_python_text_mode(tmp_path: Path) -> None:
+    """\\n, \\r\\n and a lone \\r end a line (a classic-Mac file is many texts, not one), a leading BOM is
+    dropped, other separators (\\v, \\x1c, U+0085, U+2028) and NUL stay inside the text: the lines
+    Python's own text-mode reading gives, numbered as the progress total counts them."""
+    from mbexport.runtime.files import count_lines, read_texts
+
+    data = "\ufeffone\r\ntwo\rthree\r\rfour\x0bfive\x1c\x85\u2028six\x00seven\n\nlast, no newline"
+    src = tmp_path / "x.txt"
+    src.write_bytes(data.encode("utf-8"))
+    with open(src, encoding="utf-8-sig") as f:
+        want = [line.removesuffix("\n") for line in f]
+    assert len(want) == 7
+    assert [text for _, text in read_texts(str(src))] == want
+    assert [number for number, _ in read_texts(str(src))] == list(range(1, 8)) and count_lines(str(src)) == 7
+    src.write_bytes(b"a\rb\r")
+    assert [text for _, text in read_texts(str(src))] == ["a", "b"] and count_lines(str(src)) == 2
+
+
+def test_jsonl_records_bom_duplicate_keys_and_non_objects(tmp_path: Path) -> None:
+    from mbexport.runtime.files import read_texts
+
+    src = tmp_path / "x.jsonl"
+    src.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "first"}\r\n{"text": "second"}\n')
+    assert list(read_texts(str(src))) == [("a", "first"), (2, "second")]
+    for line, field, why in ((b'{"text": "a", "text": "b"}', "text", "2 'text' keys"),
+                             (b'{"id": 1, "id": 2, "text": "a"}', "text", "2 'id' keys"),
+                             (b'["text"]', "text", "is an array, not an object"),
+                             (b'"text"', "text", "is a string, not an object"),
+                             (b'{"a": {"b": "x"}}', "a.b", "no 'a.b' field")):
+        src.write_bytes(line + b"\n")
+        with pytest.raises(InputFileError, match=f"x.jsonl:1: .*{why}"):
+            list(read_texts(str(src), field=field))
+
+
+def test_over_long_line_is_read_without_keeping_its_rest(minilm_export: Path, tmp_path: Path) -> None:
+    """A 4 MB line: the reader keeps a prefix that already decides its vector (memory bounded by what the
+    model reads, not by the line), and the vector equals the whole line's; the dropped rest is still
+    checked to be UTF-8."""
+    from mbexport.runtime.files import read_texts
+
+    emb = Embedder(minilm_export)
+    line = " ".join(TEXTS[:14]) * 3000 + " tail"
+    assert len(line.encode()) > 4_000_000
+    src = tmp_path / "long.txt"
+    src.write_text(line + "\nshort\n", encoding="utf-8")
+    rows = list(read_texts(str(src), enough=emb.over_max_length))
+    assert [number for number, _ in rows] == [1, 2] and rows[1][1] == "short"
+    kept = rows[0][1]
+    assert line.startswith(kept) and len(kept.encode()) <= 64 * 1024
+    np.testing.assert_array_equal(emb.embed([kept]), emb.embed([line]))
+    assert emb.stats.truncated == 2
+
+    src.write_bytes(line.encode() + b" \xff bad\nshort\n")
+    with pytest.raises(InputFileError, match="long.txt:1: not valid UTF-8"):
+        list(read_texts(str(src), enough=emb.over_max_length))

@@ -194,6 +194,83 @@ def test_unreproducible_sentence_transformers_chain_is_refused(tmp_path, pooling
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("edit", "pattern"), [
+    (lambda d: (d / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+        {"idx": 2, "name": "2", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}])),
+     "Transformer -> Normalize -> Pooling are not Transformer -> Pooling"),
+    (lambda d: (d / "sentence_bert_config.json").write_text('{"max_seq_length": "48"}'), "max_seq_length '48'"),
+    (lambda d: (d / "sentence_bert_config.json").write_text('{"max_seq_length": 48.0}'), "max_seq_length 48.0"),
+    (lambda d: (d / "sentence_bert_config.json").write_text('{"max_seq_length": 1}'), "max_seq_length 1 "),
+    (lambda d: (d / "sentence_bert_config.json").write_text('{"max_seq_length": 65}'), "max_seq_length 65 is not an "
+                                                                                         "integer in [2, 64]"),
+    (lambda d: (d / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": {"query": "query: ", "passage": ""}, "default_prompt_name": "query"})),
+     "default_prompt_name 'query'"),
+])
+def test_sentence_transformers_settings_mbexport_cannot_mean_are_refused(tmp_path, edit, pattern):
+    """A module order, max_seq_length or default prompt that would make the export mean something else
+    than sentence-transformers does is one error line at convert time, not a silently different vector."""
+    src = add_sentence_transformers(write_tiny_checkpoint(tmp_path / "src", head="base", fmt="safetensors"),
+                                    {"pooling_mode": "mean"}, ("Pooling", "Normalize"))
+    edit(src)
+    out = tmp_path / "export"
+    code, _, stderr = run("convert", str(src), "--out", str(out), "--no-parity")
+    assert_one_line_failure(code, stderr, pattern)
+    assert not out.exists()
+
+
+def minilm_variant(minilm_dir: Path, directory: Path) -> Path:
+    """A copy of the MiniLM sentence-transformers directory to edit (its weights linked, not copied)."""
+    for path in minilm_dir.rglob("*"):
+        target = directory / path.relative_to(minilm_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            target.symlink_to(path) if path.suffix == ".safetensors" else target.write_bytes(path.read_bytes())
+    return directory
+
+
+def edit_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def cased_tokenizer_lowercased_by_sentence_transformers(d: Path) -> None:
+    """A cased tokenizer (no tokenizer.json to override it) that sentence_bert_config's do_lower_case
+    lowercases: sentence-transformers then lowercases the text and keeps its accents."""
+    (d / "tokenizer.json").unlink()
+    edit_json(d / "tokenizer_config.json", do_lower_case=False)
+    edit_json(d / "sentence_bert_config.json", do_lower_case=True)
+
+
+def cls_unnormalised_at_128_tokens(d: Path) -> None:
+    edit_json(d / "1_Pooling" / "config.json", pooling_mode="cls")
+    modules = json.loads((d / "modules.json").read_text())
+    (d / "modules.json").write_text(json.dumps([m for m in modules if not m["type"].endswith("Normalize")]))
+    edit_json(d / "sentence_bert_config.json", max_seq_length=128)
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (cased_tokenizer_lowercased_by_sentence_transformers, ("mean", True, 256)),
+    (cls_unnormalised_at_128_tokens, ("cls", False, 128)),
+])
+def test_edited_sentence_transformers_model_equals_its_reference(minilm_dir, tmp_path, edit, expected):
+    src = minilm_variant(minilm_dir, tmp_path / "src")
+    edit(src)
+    out = tmp_path / "export"
+    code, _, stderr = run("convert", str(src), "--out", str(out), "--no-parity")
+    assert code == 0, stderr
+    emb = Embedder(out)
+    assert (emb.pooling, emb.normalize, emb.max_length) == expected
+    texts = [*multilingual_texts()[:24], "Straße GRÖSSE Café ÄPFEL naïve FAÇADE Ünïcödé"]
+    model = SentenceTransformer(str(src), device="cpu")
+    assert sum(len(ids) > expected[2] for ids in model.tokenizer(texts)["input_ids"]) >= 5
+    want = model.encode(texts)
+    got = emb.embed(texts)
+    assert cosines(got, want).min() >= 0.9999
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), np.linalg.norm(want, axis=1), rtol=1e-3)
+
+
 CLASSIFY_TEXTS = [f"{t} {'the ' * i}" for i, t in enumerate(
     ["hello world", "the model is fast", "a token of text", "bert export on nx", "seed step"] * 4)]
 

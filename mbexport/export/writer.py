@@ -278,6 +278,12 @@ def write_tokenizer_files(checkpoint: Checkpoint, config: dict[str, Any], direct
     else:
         shutil.copyfile(checkpoint.vocab_file, directory / VOCAB)
     tokenizer_config.setdefault("do_lower_case", _vocab_is_uncased(directory / VOCAB))
+    if checkpoint.embedding.lowercase and tokenizer_config["do_lower_case"] is not True:
+        # sentence_bert_config's do_lower_case: sentence-transformers lowercases the text before a cased
+        # tokenizer, whose accent stripping still follows its own (off) lowercasing.
+        tokenizer_config["do_lower_case"] = True
+        if tokenizer_config.get("strip_accents") is None:
+            tokenizer_config["strip_accents"] = False
     tokenizer_config.setdefault("model_max_length", checkpoint.spec.max_position_embeddings)
     tokenizer_config.setdefault("tokenizer_class", "BertTokenizer")
     write_json(directory / TOKENIZER_CONFIG, tokenizer_config)

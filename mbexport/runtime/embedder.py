@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -60,6 +61,7 @@ from mbexport.tokenizer import WordPieceTokenizer
 # texts at max_length 256: OpenVINO fp32 8-11% and bf16 5% faster at 1, onnxruntime 3%, int8 the same).
 PAD_MULTIPLE = {"cpu": 1, "cuda": _native.DEFAULT_PAD_MULTIPLE}
 DEFAULT_WINDOW = 2048  # texts sorted together; also embed_iter's chunk size
+LONG_TEXT = 1 << 14  # characters past which a text is cut to the prefix that decides its vector
 
 
 @dataclass
@@ -100,6 +102,7 @@ class Embedder:
                  normalize: bool | None = None, max_length: int | None = None, batch_tokens: int | None = None,
                  threads: int | None = None, window: int = DEFAULT_WINDOW, spin: bool = True,
                  compute: str = "fp32") -> None:
+        _check_bool("normalize (--normalize)", normalize)
         self.export_dir = resolve_export_dir(Path(export_dir))
         self.manifest = read_manifest(self.export_dir)
         # None = what the export's source means (its sentence-transformers config, else cls / no norm / model max).
@@ -118,6 +121,10 @@ class Embedder:
         positions = model["max_position_embeddings"]
         if max_length is None:
             max_length = min(positions, _model_max_length(self.export_dir) or positions)
+        if self.origins["max_length"] != "option" and not 2 <= max_length <= positions:
+            raise ExportDirError(f"{self.export_dir}/mbexport.json: max_length {max_length} (from "
+                                 f"{self.origins['max_length']}) is past the model's {positions} positions; "
+                                 f"re-run mbexport convert, or pass max_length (--max-length) <= {positions}")
         _check_int("max_length (--max-length)", max_length, 2, positions, "the model's position embeddings")
         _check_int("window", window, 1)
         if batch_tokens is not None:
@@ -186,12 +193,25 @@ class Embedder:
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Packed int32 ids and int64 cumulative lengths for ``embed_tokenized``; a text longer than
         ``max_length`` comes back one token longer than it (cut there), so callers can refuse it."""
-        return _encode(self.tokenizer, _check_texts(texts), self.max_length)
+        texts = _check_texts(texts)
+        _check_items(texts, 0)
+        return _encode(self.tokenizer, texts, self.max_length)
+
+    def over_max_length(self, text: str) -> bool:
+        """Whether ``text`` has more than ``max_length`` tokens ([CLS] and [SEP] included), by more than an
+        added token with a space could re-join: then nothing appended to it after a space or tab changes its
+        vector (a reader can drop the rest of a line)."""
+        spanning = max((len(t) for t in self.tokenizer.get_added_vocab() if " " in t or "\t" in t), default=0)
+        texts = [text]
+        _check_items(texts, 0)
+        ids, _ = _encode(self.tokenizer, texts, self.max_length + spanning)
+        return len(ids) > self.max_length + spanning
 
     def embed_tokenized(self, ids: np.ndarray, cu: np.ndarray, normalize: bool | None = None) -> np.ndarray:
         """Rows for texts from ``tokenize`` (over-long ones truncated), in order: lets a server tokenize
         each request as it arrives and run the texts of many requests as one set of token-budget
         batches. ``normalize`` overrides the Embedder's for this call."""
+        _check_bool("normalize", normalize)
         started = time.perf_counter()
         out = self._run(self._plan(ids, cu), normalize)
         self.stats.seconds += time.perf_counter() - started
@@ -224,12 +244,22 @@ class Embedder:
         return worker.submit(self._prepare, texts, start) if texts else None
 
     def _prepare(self, texts: list[str], start: int) -> _Window:
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TokenizerInputError(f"Embedder: text {start + i} is {type(text).__name__}, "
-                                          "not str; pass strings (decode bytes first)")
+        _check_items(texts, start)
+        texts = [self._decisive_prefix(text) if len(text) > LONG_TEXT else text for text in texts]
         ids, cu = _encode(self.tokenizer, texts, self.max_length)
         return self._plan(ids, cu)
+
+    def _decisive_prefix(self, text: str) -> str:
+        """A prefix of a long ``text`` with its vector: the first part ending before a space or tab that is
+        over ``max_length`` tokens (BERT starts a new word there; nothing before it looks past it), tried at
+        doubling lengths; else ``text``. The tokenizer then reads kilobytes, not the whole text."""
+        size = LONG_TEXT
+        while size < len(text):
+            cut = max(text.rfind(" ", 0, size), text.rfind("\t", 0, size))
+            if cut > 0 and self.over_max_length(text[:cut]):
+                return text[:cut]
+            size *= 2
+        return text
 
     def _plan(self, ids: np.ndarray, cu: np.ndarray) -> _Window:
         batcher = _native.Batcher(ids, cu, max_length=self.max_length, batch_tokens=self.batch_tokens,
@@ -264,11 +294,31 @@ class Embedder:
 
 
 def _check_texts(texts: Any, allow_iterator: bool = False) -> Any:
+    """``texts`` as a list (or, with ``allow_iterator``, as given); TokenizerInputError for what has no
+    texts in an order: a single string, a dict or set, a non-iterable, a 0-d array."""
     if isinstance(texts, (str, bytes)):
         raise TokenizerInputError("Embedder: pass a list of texts, not a single string (wrap it: [text])")
+    if (isinstance(texts, (Mapping, AbstractSet)) or not isinstance(texts, Iterable)
+            or (isinstance(texts, np.ndarray) and texts.ndim == 0)):
+        raise TokenizerInputError(f"Embedder: texts must be a list, tuple, 1-d array or iterator of str, in the "
+                                  f"order the rows should come back, not {type(texts).__name__}")
     if allow_iterator:
         return texts
     return texts if isinstance(texts, (list, tuple)) else list(texts)
+
+
+def _check_items(texts: list[Any], start: int) -> None:
+    """TokenizerInputError naming the first item that is not a str (``start``: the index of texts[0])."""
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TokenizerInputError(f"Embedder: text {start + i} is {type(text).__name__}, "
+                                      "not str; pass strings (decode bytes first)")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    """ArgumentError unless ``value`` is True, False or None (a truthy "no" would silently mean yes)."""
+    if value is not None and not isinstance(value, bool):
+        raise ArgumentError(f"{name} must be True, False or None (the export's own setting), got {value!r}")
 
 
 def _encode(tokenizer: Any, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,8 +2,15 @@
 
 Readers yield ``(id, text)``: ``.txt`` (or stdin) gives one text per line, id = the line
 number (1-based); ``.jsonl`` gives ``record[field]``, id = ``record["id"]`` when present,
-else the line number. A line that is not UTF-8 (or not JSON, or lacks the field) raises
-:class:`InputFileError` naming the line, or is skipped and counted with ``skip_bad_lines``.
+else the line number. Lines end at ``\n``, ``\r\n`` or a lone ``\r`` (Python's universal
+newlines); a UTF-8 byte order mark at the start of the input is dropped. A line that is not
+UTF-8 (or not a JSON object, lacks the field, or repeats it) raises :class:`InputFileError`
+naming the line, or is skipped and counted with ``skip_bad_lines``.
+
+Memory per line is bounded for text lines when the caller says when a prefix is ``enough``
+(the Embedder: more than ``max_length`` tokens): past that point the rest of the line cannot
+change its vector, so it is read (and checked to be UTF-8) but not kept. A JSONL record is
+parsed whole.
 
 Writers write to a temporary file next to the target (honouring the umask) and rename it into
 place on success;
@@ -14,13 +21,15 @@ written with room to spare first, is rewritten with the final shape at the end.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import math
 import os
+import re
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +40,13 @@ import numpy as np
 from mbexport.errors import InputFileError, OutputFileError
 
 NPY_HEADER_BYTES = 128  # magic + version + length + dict, padded: room for any 2-D float32 shape
+READ_BLOCK = 1 << 16  # most bytes of a line read at once (readline's limit)
+KEEP_CHECK = 1 << 14  # a line's kept bytes at which ``enough`` is first asked (then at each doubling)
+_EOL = re.compile(rb"\r\n?|\n")
+_BOM = codecs.BOM_UTF8
+NOT_UTF8 = "not valid UTF-8"
+_JSON_TYPES = {"list": "an array", "str": "a string", "int": "a number", "float": "a number", "bool": "true/false",
+               "NoneType": "null"}
 
 
 @dataclass
@@ -47,14 +63,21 @@ def input_format(path: str, field: str | None) -> str:
     suffix = Path(path).suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
+    if suffix in (".txt", ".text", "") and field is not None:
+        raise InputFileError(f"{path}: --field {field} reads a .jsonl file, and this is a text file (one text per "
+                             "line); drop --field, or name the file .jsonl if it holds JSON records")
     if suffix in (".txt", ".text", ""):
         return "txt"
     raise InputFileError(f"{path}: unknown input type {suffix!r}; use a .txt (one text per line) or .jsonl file")
 
 
 def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False,
-               counts: ReadCounts | None = None) -> Iterator[tuple[Any, str]]:
-    """Yields ``(id, text)`` from a .txt/.jsonl file or ``-`` (stdin), lazily."""
+               counts: ReadCounts | None = None, enough: Callable[[str], bool] | None = None,
+               ) -> Iterator[tuple[Any, str]]:
+    """Yields ``(id, text)`` from a .txt/.jsonl file or ``-`` (stdin), lazily.
+
+    ``enough(prefix)`` (text files): True when every text that starts with ``prefix`` followed by
+    a space or tab has the same vector; the reader then keeps no more of that line."""
     fmt = input_format(path, field)
     field = field or "text"
     counts = counts if counts is not None else ReadCounts()
@@ -64,26 +87,22 @@ def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False
     except OSError as e:
         raise InputFileError(f"{path}: cannot open input ({e.strerror})") from None
     try:
-        for number, raw in enumerate(stream, start=1):
+        for number, (raw, utf8) in enumerate(_lines(stream, enough if fmt == "txt" else None), start=1):
             counts.lines = number
-            line = raw[:-1] if raw.endswith(b"\n") else raw
-            line = line[:-1] if line.endswith(b"\r") else line
+            line = raw[len(_BOM):] if number == 1 and raw.startswith(_BOM) else raw
             try:
+                if not utf8:  # in the part of an over-long line that was dropped
+                    raise ValueError(NOT_UTF8)
                 text = line.decode("utf-8")
                 if fmt == "txt":
                     yield number, text
                     continue
                 if not text.strip():
                     continue
-                record = json.loads(text)
-                if not isinstance(record, dict) or field not in record:
-                    raise ValueError(f"no {field!r} field in the record (choose one with --field)")
-                value = record[field]
-                if not isinstance(value, str):
-                    raise ValueError(f"field {field!r} is {type(value).__name__}, not a string")  # noqa: TRY004
-                yield _check_id(record.get("id", number)), value
+                record_id, value = _record(text, field, number)
+                yield _check_id(record_id), value
             except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-                why = "not valid UTF-8" if isinstance(e, UnicodeDecodeError) else str(e)
+                why = NOT_UTF8 if isinstance(e, UnicodeDecodeError) else str(e)
                 if not skip_bad_lines:
                     raise InputFileError(f"{name}:{number}: {why}; fix the line or pass --skip-bad-lines") from None
                 counts.skipped += 1
@@ -92,6 +111,97 @@ def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def _record(text: str, field: str, default_id: int) -> tuple[Any, str]:
+    """``(record.get("id", default_id), record[field])`` of a JSONL line; ValueError naming what is wrong."""
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        for key in (field, "id"):
+            if keys.count(key) > 1:
+                raise ValueError(f"the record has {keys.count(key)} {key!r} keys, and JSON readers disagree on "
+                                 "which one counts; keep one")
+        return dict(pairs)
+
+    record = json.loads(text, object_pairs_hook=unique)
+    if not isinstance(record, dict):
+        raise ValueError(f"the line is {_JSON_TYPES.get(type(record).__name__, 'a JSON value')}, not an object "  # noqa: TRY004
+                         f"with a {field!r} field")
+    if field not in record:
+        raise ValueError(f"no {field!r} field in the record (choose one with --field; it names a top-level key)")
+    value = record[field]
+    if not isinstance(value, str):
+        raise ValueError(f"field {field!r} is {type(value).__name__}, not a string")  # noqa: TRY004
+    return record.get("id", default_id), value
+
+
+class _Line:
+    """The line being read: its bytes up to the point ``enough`` says decides its vector, and whether
+    the bytes dropped after that point are UTF-8 (checked as they pass, never kept)."""
+
+    def __init__(self, enough: Callable[[str], bool] | None) -> None:
+        self.kept = bytearray()
+        self.enough = enough
+        self.next_check = KEEP_CHECK
+        self.rest: codecs.IncrementalDecoder | None = None  # set once the rest is dropped
+        self.utf8 = True
+
+    def add(self, data: bytes) -> None:
+        if self.rest is not None:
+            self._check_rest(data)
+            return
+        self.kept += data
+        if self.enough is None or len(self.kept) < self.next_check:
+            return
+        self.next_check *= 2
+        # Cut at a space or tab (ASCII, so never inside a UTF-8 sequence): BERT starts a new word there,
+        # and nothing before it (cleaning, lower-casing, accents, word pieces) looks past it.
+        cut = max(self.kept.rfind(b" "), self.kept.rfind(b"\t"))
+        try:
+            decided = cut > 0 and self.enough(self.kept[:cut].decode("utf-8"))
+        except UnicodeDecodeError:
+            decided = False  # a bad line: kept whole, as before, and reported
+        if decided:
+            tail = bytes(self.kept[cut:])
+            del self.kept[cut:]
+            self.rest = codecs.getincrementaldecoder("utf-8")()
+            self._check_rest(tail)
+
+    def _check_rest(self, data: bytes, final: bool = False) -> None:
+        if self.utf8 and self.rest is not None:
+            try:
+                self.rest.decode(data, final)
+            except UnicodeDecodeError:
+                self.utf8 = False
+
+    def finish(self) -> tuple[bytes, bool]:
+        self._check_rest(b"", final=True)
+        return bytes(self.kept), self.utf8
+
+
+def _lines(stream: IO[bytes], enough: Callable[[str], bool] | None) -> Iterator[tuple[bytes, bool]]:
+    """``(line, rest_is_utf8)`` for each line of ``stream``, without its end (``\\n``, ``\\r\\n`` or a lone
+    ``\\r``). Read by ``readline`` in pieces of at most READ_BLOCK bytes: a pipe's lines come out as they
+    arrive, a short line costs one call, and a long one goes through ``_Line`` piece by piece."""
+    line: _Line | None = None  # a line begun in an earlier piece
+    after_cr = False  # the previous piece ended in \r: a \n starting this one belongs to it
+    readline, limit = stream.readline, READ_BLOCK
+    while piece := readline(limit):
+        if line is None and not after_cr and piece[-1:] == b"\n" and b"\r" not in piece:
+            yield piece[:-1], True  # the common case: one whole line
+            continue
+        start = 1 if after_cr and piece.startswith(b"\n") else 0
+        after_cr = piece.endswith(b"\r")
+        for end in _EOL.finditer(piece, start):
+            line = line or _Line(enough)
+            line.add(piece[start:end.start()])
+            yield line.finish()
+            line, start = None, end.end()
+        if start < len(piece):
+            line = line or _Line(enough)
+            line.add(piece[start:])
+    if line is not None:
+        yield line.finish()
 
 
 def _check_id(value: Any) -> Any:
@@ -107,35 +217,43 @@ def sidecar_path(path: Path) -> Path:
 
 
 def count_lines(path: str) -> int:
-    """Lines ``read_texts`` will number in ``path``: newlines counted in 1 MiB blocks (disk speed),
-    plus a last line without one."""
+    """Lines ``read_texts`` will number in ``path``: line ends (``\n``, ``\r\n``, a lone ``\r``) counted
+    in 1 MiB blocks (disk speed), plus a last line without one."""
     lines, last = 0, b"\n"
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
-            lines += block.count(b"\n")
+            lines += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+            lines -= last == b"\r" and block.startswith(b"\n")
             last = block[-1:]
-    return lines + (last != b"\n")
+    return lines + (last not in (b"\n", b"\r"))
 
 
 class AtomicOutput:
     """Embedding rows to ``.npy`` or ``.jsonl``, committed by rename; a context manager.
 
     ``with AtomicOutput(path, hidden) as out: out.write(ids, rows, lines)``; leaving the block by an
-    exception removes the temporary files and leaves any previous ``path`` untouched. With
+    exception removes the temporary files and leaves any previous ``path`` untouched. A ``path`` that
+    is a symlink is written through (its target is replaced, the link stays); one that is the
+    ``source`` being read (the same file by any name, or stdin's file for ``-``) is refused. With
     ``line_sidecar`` a ``.npy`` output gets ``sidecar_path(path)`` (int64, the input line of each
     row), renamed into place just before the output itself; a ``.npy`` written without one removes
     a stale sidecar of a previous run, which would describe other rows.
     """
 
-    def __init__(self, path: Path, hidden: int, line_sidecar: bool = False) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path, hidden: int, line_sidecar: bool = False, source: str | None = None) -> None:
+        self.path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
         self.format = self.path.suffix.lower().lstrip(".")
-        if self.format not in ("npy", "jsonl"):
-            raise InputFileError(f"{path}: output must end in .npy or .jsonl")
-        if self.path.is_dir():
+        if Path(path).is_dir():
             raise OutputFileError(f"{path} is a directory; pass a file path for --out (e.g. {path}/embeddings.npy)")
+        if self.format not in ("npy", "jsonl"):
+            raise OutputFileError(f"{path}: --out must end in .npy or .jsonl (or be - for JSONL on stdout)")
         if not self.path.parent.is_dir():
-            raise InputFileError(f"{path}: directory {self.path.parent} does not exist")
+            raise OutputFileError(f"{path}: directory {self.path.parent} does not exist; create it or choose "
+                                  "another --out")
+        if source is not None and _same_file(self.path, source):
+            raise OutputFileError(f"{path} is the input {'<stdin>' if source == '-' else source}: writing it "
+                                  "would replace the texts being "
+                                  "read; choose another --out")
         self.hidden = hidden
         self.rows = 0
         self.sidecar = sidecar_path(self.path) if line_sidecar and self.format == "npy" else None
@@ -145,13 +263,19 @@ class AtomicOutput:
         self._lines_tmp: Path | None = None
 
     def __enter__(self) -> AtomicOutput:  # noqa: PYI034
-        with self._os_errors():
-            self._file, self._tmp = _partial(self.path)
-            if self.format == "npy":
-                self._file.write(b"\0" * NPY_HEADER_BYTES)
-            if self.sidecar is not None:
-                self._lines, self._lines_tmp = _partial(self.sidecar)
-                self._lines.write(b"\0" * NPY_HEADER_BYTES)
+        try:
+            with self._os_errors():
+                self._tmp = _partial_name(self.path)  # named before it exists, so a clean-up can always find it
+                self._file = _create(self._tmp)
+                if self.format == "npy":
+                    self._file.write(b"\0" * NPY_HEADER_BYTES)
+                if self.sidecar is not None:
+                    self._lines_tmp = _partial_name(self.sidecar)
+                    self._lines = _create(self._lines_tmp)
+                    self._lines.write(b"\0" * NPY_HEADER_BYTES)
+        except BaseException:  # an OS error, or Ctrl-C / SIGTERM after a file was made (no __exit__ then)
+            self._discard()
+            raise
         return self
 
     def write(self, ids: list[Any], rows: np.ndarray, lines: list[int] | None = None) -> None:
@@ -185,14 +309,18 @@ class AtomicOutput:
                     os.replace(self._tmp, self.path)
                     self._tmp = None
         finally:
-            for file in (self._file, self._lines):
-                if file is not None:
-                    with contextlib.suppress(OSError):  # a failed run: its buffered tail need not reach the disk
-                        file.close()
-            for tmp in (self._tmp, self._lines_tmp):
-                if tmp is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp)
+            self._discard()
+
+    def _discard(self) -> None:
+        """Close the files and remove the temporary ones not renamed into place."""
+        for file in (self._file, self._lines):
+            if file is not None:
+                with contextlib.suppress(OSError):  # a failed run: its buffered tail need not reach the disk
+                    file.close()
+        for tmp in (self._tmp, self._lines_tmp):
+            if tmp is not None:
+                with contextlib.suppress(OSError):  # never made (or a read-only directory): the first error stands
+                    os.unlink(tmp)
 
     @contextlib.contextmanager
     def _os_errors(self) -> Iterator[None]:
@@ -236,13 +364,26 @@ def jsonl_rows(ids: list[Any], rows: np.ndarray, destination: Path | str = "<std
                    for i, row in zip(ids, rows.tolist()))
 
 
-def _partial(path: Path) -> tuple[IO[bytes], Path]:
-    """A temporary file beside ``path`` (same filesystem, so renaming it into place is atomic).
+def _same_file(path: Path, source: str) -> bool:
+    """Whether ``path`` exists and is the file ``source`` names (``-``: the file on stdin, if any)."""
+    try:
+        out = os.stat(path)
+        src = os.fstat(sys.stdin.fileno()) if source == "-" else os.stat(source)
+    except (OSError, ValueError):  # no such output yet, or a stdin without a file descriptor
+        return False
+    return (out.st_dev, out.st_ino) == (src.st_dev, src.st_ino)
 
-    Not mkstemp: its 0600 would ignore the umask; O_EXCL with a random name is as safe."""
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.partial"
+
+def _partial_name(path: Path) -> Path:
+    """A temporary file name beside ``path`` (same filesystem, so renaming it into place is atomic)."""
+    return path.parent / f".{path.name}.{secrets.token_hex(6)}.partial"
+
+
+def _create(tmp: Path) -> IO[bytes]:
+    """``tmp``, created for writing. Not mkstemp: its 0600 would ignore the umask; O_EXCL with a random
+    name is as safe."""
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-    return os.fdopen(fd, "wb"), tmp
+    return os.fdopen(fd, "wb")
 
 
 def _finish(file: IO[bytes], header: bytes | None) -> None:

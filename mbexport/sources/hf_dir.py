@@ -242,7 +242,7 @@ def load_hf_dir(path: Path, label: str | None = None, revision: str | None = Non
         tokenizer_files={name: path / name for name in TOKENIZER_FILES if (path / name).is_file()},
         config=config,
         st_files=sentence_transformers_files(path),
-        embedding=read_semantics(path),
+        embedding=read_semantics(path, spec.max_position_embeddings),
     )
     checkpoint.validate()
     return checkpoint
