@@ -179,7 +179,7 @@ def test_int8_quantizes_matmuls_and_passes_cosine_parity(tiny_checkpoint, tmp_pa
     result = convert_detailed(str(tiny_checkpoint(head=head, fmt="safetensors", seed=3)), out=tmp_path / "int8",
                               head=head, flavor=flavor, precision="int8", reference="torch")
     manifest = json.loads((result.path / "mbexport.json").read_text())
-    assert manifest["precision"] == "int8" and manifest["quantization"]["weight_type"] == "QInt8"
+    assert manifest["precision"] == "int8" and manifest["quantization"]["weight_type"] == "QUInt8"
     assert result.op_counts.get("MatMulInteger", 0) >= 2 * TINY_CONFIG["num_hidden_layers"]
     assert result.parity is not None and result.parity.passed
     for output in result.parity.outputs:

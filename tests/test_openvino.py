@@ -168,6 +168,8 @@ def test_int8_model_quantizes_by_the_rule(calibrated: Path, calibration_texts: l
         else:
             kinds.append("int8")
             assert constant.get_output_element_type(0) == ov.Type.i8 and inner != intermediate and quantized_input
+            # 7-bit weights (the overflow fix): no u8 x s8 saturation on CPUs without VNNI
+            assert np.abs(constant.get_data().astype(np.int32)).max() <= 64, op.get_friendly_name()
     # QKV, attention output, FFN input per layer and the pooler in int8; the rule's MatMuls in float
     assert (kinds.count("int8"), kinds.count("attention"), kinds.count("float")) == (3 * layers + 1, 2 * layers, layers)
 
@@ -175,6 +177,7 @@ def test_int8_model_quantizes_by_the_rule(calibrated: Path, calibration_texts: l
     digest = hashlib.sha256("".join(t + "\n" for t in calibration_texts).encode()).hexdigest()
     assert record["texts"] == CALIBRATION_TEXTS and record["texts_sha256"] == digest
     assert record["from"] == {MODEL: manifest["files"][MODEL]["sha256"]} and record["kept_in_float_ops"] == len(kept)
+    assert record["overflow_fix"] == "enable"
     for name in (INT8_MODEL, INT8_WEIGHTS):
         data = (calibrated / name).read_bytes()
         assert record["files"][name] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
