@@ -103,32 +103,24 @@ def test_cli_auto_converts_each_head_and_matches_transformers(tmp_path: Path, he
     print(f"{head} fused fp32 max|diff| vs transformers: {diffs}")
 
 
+@pytest.mark.parametrize(("flavor", "precision", "fmt", "bound"), [("portable", "fp32", "bin", 1e-4),
+                                                               ("fused", "fp16", "safetensors", 2e-2)])
 @pytest.mark.parametrize("head", list(CLASSES))
-def test_api_portable_flavor_matches_transformers(tmp_path: Path, head: str) -> None:
+def test_api_flavors_and_precisions_match_transformers(tmp_path: Path, head: str, flavor: str, precision: str,
+                                                       fmt: str, bound: float) -> None:
+    """Through the Python API: the portable fp32 graph (from .bin) within fp32's bound, the fused fp16 one
+    (from safetensors) within fp16's, against the transformers class."""
     import mbexport
 
-    model = make_model(head, seed=1)
-    source = save_hf(model, tmp_path / "src", "bin")
-    out = mbexport.convert(str(source), out=tmp_path / "export", head=head, flavor="portable")
-    assert json.loads((out / "mbexport.json").read_text())["parity"]["passed"]
-    diffs = worst_diff(out, model, batches(head, source))
-    assert max(diffs.values()) <= 1e-4, diffs
-    print(f"{head} portable fp32 max|diff| vs transformers: {diffs}")
-
-
-@pytest.mark.parametrize("head", list(CLASSES))
-def test_fp16_matches_transformers_within_the_fp16_tolerance(tmp_path: Path, head: str) -> None:
-    import mbexport
-
-    model = make_model(head, seed=2)
-    source = save_hf(model, tmp_path / "src", "safetensors")
-    out = mbexport.convert(str(source), out=tmp_path / "export", head=head, precision="fp16")
+    model = make_model(head, seed=1 if precision == "fp32" else 2)
+    source = save_hf(model, tmp_path / "src", fmt)
+    out = mbexport.convert(str(source), out=tmp_path / "export", head=head, flavor=flavor, precision=precision)
     manifest = json.loads((out / "mbexport.json").read_text())
-    assert manifest["precision"] == "fp16" and manifest["parity"]["passed"]
+    assert manifest["precision"] == precision and manifest["flavor"] == flavor and manifest["parity"]["passed"]
     diffs = worst_diff(out, model, batches(head, source))
-    assert max(diffs.values()) <= 2e-2, diffs
-    assert max(diffs.values()) > 0.0  # a float16 graph really ran
-    print(f"{head} fused fp16 max|diff| vs transformers: {diffs}")
+    assert max(diffs.values()) <= bound, diffs
+    assert precision == "fp32" or max(diffs.values()) > 0.0, diffs  # a float16 graph really ran
+    print(f"{head} {flavor} {precision} max|diff| vs transformers: {diffs}")
 
 
 @pytest.mark.parametrize("head", list(CLASSES))
