@@ -366,6 +366,7 @@ def _limit_embedder(minilm_export: Path, backend: str, compute: str) -> Any:
 
 @pytest.mark.parametrize(("backend", "compute"), [("ort", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"),
                                                   ("openvino", "int8")])
+@pytest.mark.filterwarnings("ignore:Benchmark fixture was not used")  # the bf16 row on a CPU without bf16
 def test_cpu_limit_mbexport(benchmark, minilm_dir, minilm_export, limit_texts, limit_workload, gemm_limit, quick,
                             tmp_path_factory, backend, compute):
     """Ours, raw text -> vectors, same texts and threads: ``Embedder(export, threads=2, max_length=256)`` on the
