@@ -197,29 +197,49 @@ def test_multiple_choice_summary_options(tmp_path: Path, use_proj: bool, activat
                              "with summary_type 'first'"),
     ("summary_proj_to_labels", True, "summary_proj_to_labels is True"),
     ("summary_activation", "swish", "summary_activation is 'swish'"),
-    ("summary_use_proj", "yes", "summary_use_proj is 'yes'"),
 ])
-def test_a_summary_the_graph_cannot_build_is_refused(tmp_path: Path, key: str, value: object,
-                                                     fragment: str) -> None:
+def test_a_summary_the_graph_cannot_build_is_refused_for_that_head_only(tmp_path: Path, key: str, value: object,
+                                                                        fragment: str) -> None:
+    """The multiple-choice head is refused in one line with nothing written; --head base converts the
+    same checkpoint, and its config.json keeps the source's summary setting as given."""
     source = save_hf(make_model("multiple-choice"), tmp_path / "src", "safetensors")
     config = json.loads((source / "config.json").read_text())
     (source / "config.json").write_text(json.dumps({**config, key: value}))
-    with pytest.raises(CheckpointFormatError) as error:
-        load(source)
-    assert fragment in one_line(str(error.value))
+    assert load(source).spec.heads == ("base", "multiple-choice")
     out = tmp_path / "export"
     result = run_mbexport("convert", str(source), "--out", str(out), text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
+    assert "--head base" in result.stderr
     assert not out.exists()
+    base = run_mbexport("convert", str(source), "--head", "base", "--out", str(out), text=True)
+    assert base.returncode == 0, base.stderr
+    assert json.loads((out / "config.json").read_text())[key] == value
 
 
-def test_summary_options_of_other_heads_are_not_checked(tmp_path: Path) -> None:
-    """Only a multiple-choice checkpoint reads the summary: a token classifier's odd summary_type converts."""
-    source = save_hf(make_model("token-classification"), tmp_path / "src", "safetensors")
+def test_a_summary_use_proj_that_is_not_a_bool_is_refused_at_load(tmp_path: Path) -> None:
+    """summary_use_proj decides which weights the checkpoint has, so every head needs it well-formed."""
+    source = save_hf(make_model("multiple-choice"), tmp_path / "src", "safetensors")
     config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**config, "summary_use_proj": "yes"}))
+    with pytest.raises(CheckpointFormatError) as error:
+        load(source)
+    assert "summary_use_proj is 'yes'; use true or false" in one_line(str(error.value))
+
+
+def test_summary_options_of_other_heads_are_kept_as_given(tmp_path: Path) -> None:
+    """Only a multiple-choice head reads the summary: a token classifier's odd summary_type converts, and
+    its export's config.json neither drops it nor fills in defaults the source did not set."""
+    import mbexport
+
+    source = save_hf(make_model("token-classification"), tmp_path / "src", "safetensors")
+    config = {key: value for key, value in json.loads((source / "config.json").read_text()).items()
+              if key != "summary_activation"}
     (source / "config.json").write_text(json.dumps({**config, "summary_type": "mean"}))
     assert load(source).spec.heads == ("base", "token-classification")
+    out = mbexport.convert(str(source), out=tmp_path / "export", parity=False)
+    written = json.loads((out / "config.json").read_text())
+    assert written["summary_type"] == "mean" and "summary_activation" not in written
 
 
 # ---------------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ class ElectraSpec(BertSpec):
                     where: str = "config") -> ElectraSpec:
         spec = cast(ElectraSpec, super().from_config(config, heads, where))
         embedding_size = _config_int(config, "embedding_size", 1, MAX_HIDDEN, where, DEFAULT_EMBEDDING_SIZE)
-        summary = SequenceSummary.from_config(config, where, check="multiple-choice" in heads)
+        summary = SequenceSummary.from_config(config, where)
         return dataclasses.replace(spec, embedding_size=embedding_size, summary=summary)
 
     def encoder_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -114,9 +114,12 @@ class ElectraSpec(BertSpec):
     def to_hf_config(self, source_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         config = BertSpec.to_hf_config(dataclasses.replace(self, heads=("base",)))
         config.update(model_type="electra", embedding_size=self.embedding_size,
-                      architectures=[HEADS[h].architecture for h in self.heads if h != "base"] or ["ElectraModel"],
-                      summary_type="first", summary_use_proj=self.summary.use_proj,
-                      summary_activation=self.summary.activation or "")  # transformers 5 types it str
+                      architectures=[HEADS[h].architecture for h in self.heads if h != "base"] or ["ElectraModel"])
+        if source_config is None:  # the parity reference: the summary this spec builds
+            config.update(summary_type="first", summary_use_proj=self.summary.use_proj,
+                          summary_activation=self.summary.activation or "")  # transformers 5 types it str
+        else:  # an export's config.json: the source's summary settings as it gave them
+            config.update({key: value for key, value in source_config.items() if key.startswith("summary_")})
         if any(HEADS[h].uses_labels for h in self.heads):
             config["num_labels"] = self.num_labels
             config.update(_labels(source_config or {}, self.num_labels))

@@ -9,7 +9,8 @@ instead of a pooler::
         --summary_activation--> [B*C, H] --Gemm classifier--> [B*C, 1] --Reshape--> logits [B, C]
 
 The summary's dropouts are identities at inference. ``summary_type`` other than ``first`` and
-``summary_proj_to_labels`` are refused (``SequenceSummary.from_config``), not built differently.
+``summary_proj_to_labels`` are refused when the multiple-choice head is built (``summary_of``), not
+built differently; the other heads of such a checkpoint convert.
 
 Token classification and multiple choice share ``classifier.*``: the config's ``architectures``
 says which a checkpoint is, and a checkpoint that names neither is refused (``refuse_unnamed``).
@@ -52,34 +53,40 @@ SUMMARY_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "tanh")
 @dataclass(frozen=True)
 class SequenceSummary:
     """What ``ElectraSequenceSummary`` does at inference (ElectraConfig's defaults): the first
-    token, through a hidden-to-hidden linear when ``use_proj``, then ``activation`` (None: none)."""
+    token, through a hidden-to-hidden linear when ``use_proj``, then ``activation`` (None: none).
+    ``unsupported`` says why the graph cannot build the config's summary: only building the
+    multiple-choice head refuses it, so ``--head base`` still converts such a checkpoint."""
 
     use_proj: bool = True
     activation: str | None = "gelu"
+    unsupported: str | None = None
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], where: str, check: bool) -> SequenceSummary:
-        """The config's ``summary_*`` fields; with ``check`` (a multiple-choice checkpoint) those the
-        graph cannot honour are refused."""
+    def from_config(cls, config: Mapping[str, Any], where: str) -> SequenceSummary:
+        """The config's ``summary_*`` fields; a ``summary_use_proj`` that is not a bool is refused here
+        (it decides which weights the checkpoint has), the settings the graph cannot build are recorded."""
         summary_type = config.get("summary_type", "first")
         use_proj, activation = config.get("summary_use_proj", True), config.get("summary_activation", "gelu")
         to_labels = config.get("summary_proj_to_labels")
+        if not isinstance(use_proj, bool):
+            raise CheckpointFormatError(f"{where}: summary_use_proj is {use_proj!r:.40}; use true or false")
         checks = (("summary_type", summary_type, "'first' (the first token)", summary_type == "first"),
-                  ("summary_use_proj", use_proj, "true or false", isinstance(use_proj, bool)),
                   ("summary_proj_to_labels", to_labels, "false or absent", not (use_proj and to_labels)),
                   ("summary_activation", activation, f"null or one of {', '.join(SUMMARY_ACTIVATIONS)}",
                    activation in (None, "", *SUMMARY_ACTIVATIONS)))
-        for key, value, supported, ok in checks if check else ():
-            if not ok:
-                raise CheckpointFormatError(f"{where}: {key} is {value!r:.40}; mbexport builds ELECTRA's "
-                                            f"multiple-choice summary only with {key} {supported}")
-        return cls(use_proj is True, activation if isinstance(activation, str) and activation else None)
+        unsupported = next((f"{where}: {key} is {value!r:.40}; mbexport builds ELECTRA's multiple-choice summary "
+                            f"only with {key} {supported} (--head base exports the encoder)"
+                            for key, value, supported, ok in checks if not ok), None)
+        return cls(use_proj, activation if isinstance(activation, str) and activation else None, unsupported)
 
 
-def summary_of(spec: BertSpec) -> SequenceSummary:
+def summary_of(spec: BertSpec, building: bool = True) -> SequenceSummary:
+    """The spec's summary; ``building`` the graph (not only listing weights) refuses one it cannot build."""
     summary = getattr(spec, "summary", None)
     if not isinstance(summary, SequenceSummary):
         raise ExportError(f"the ELECTRA multiple-choice head needs an ELECTRA spec, not a {spec.family} one")
+    if building and summary.unsupported:
+        raise CheckpointFormatError(summary.unsupported)
     return summary
 
 
@@ -101,7 +108,7 @@ class ElectraMultipleChoice(_Named, MultipleChoice):
 
     def weights(self, spec: BertSpec) -> Shapes:
         h = spec.hidden_size
-        proj = linear_shapes(SUMMARY, h, h) if summary_of(spec).use_proj else {}
+        proj = linear_shapes(SUMMARY, h, h) if summary_of(spec, building=False).use_proj else {}
         return {**proj, **super().weights(spec)}
 
     def summary(self, g: Graph, spec: BertSpec, w: Weights, hidden: str) -> str:
