@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from mbexport import _openvino
+from mbexport.arguments import check_int
 from mbexport.errors import ArgumentError, InputFileError, TokenizerInputError
 from mbexport.layout import CALIBRATED_INT8, INT8_MODEL, INT8_WEIGHTS, MANIFEST, MODEL
 from mbexport.runtime.embedder import Embedder
@@ -62,8 +63,8 @@ KEPT_IN_FLOAT = ("MatMuls whose second input is not a constant (attention scores
 def calibrate(export_dir: str | Path, texts: Iterable[str], limit: int | None = DEFAULT_LIMIT) -> Path:
     """Write the calibrated int8 model of an fp32 export, from the first ``limit`` of ``texts`` (None: all);
     returns its path. ``compute="int8"`` on ``device="openvino"`` then runs it."""
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < MIN_TEXTS):
-        raise ArgumentError(f"limit (--limit) must be an integer >= {MIN_TEXTS} or None, got {limit!r}")
+    if limit is not None:
+        check_int("limit (--limit)", limit, MIN_TEXTS, why="or None for every text")
     if isinstance(texts, (str, bytes)):
         raise TokenizerInputError("calibrate: pass a list of texts, not a single string")
     chosen = list(islice(texts, limit))

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from mbexport import _native
+from mbexport.arguments import check_int
 from mbexport.errors import ArgumentError, ExportDirError, MbexportError, TokenizerInputError
 from mbexport.layout import (
     CALIBRATED_INT8,
@@ -125,10 +126,10 @@ class Embedder:
             raise ExportDirError(f"{self.export_dir}/mbexport.json: max_length {max_length} (from "
                                  f"{self.origins['max_length']}) is past the model's {positions} positions; "
                                  f"re-run mbexport convert, or pass max_length (--max-length) <= {positions}")
-        _check_int("max_length (--max-length)", max_length, 2, positions, "the model's position embeddings")
-        _check_int("window", window, 1)
+        check_int("max_length (--max-length)", max_length, 2, positions, "the model's position embeddings")
+        check_int("window", window, 1)
         if batch_tokens is not None:
-            _check_int("batch_tokens (--batch-tokens)", batch_tokens, max_length, None, "at least max_length")
+            check_int("batch_tokens (--batch-tokens)", batch_tokens, max_length, None, "at least max_length")
         self.max_length = max_length
         self.pooling = pooling
         self.normalize = normalize
@@ -330,14 +331,6 @@ def _encode(tokenizer: Any, texts: list[str], max_length: int) -> tuple[np.ndarr
     """
     ids, _types, cu, _longest = tokenizer.encode_batch_arrays(texts, max_length=max_length + 1)
     return ids, cu
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None, why: str = "") -> None:
-    """ArgumentError unless ``value`` is an int in [low, high]."""
-    if isinstance(value, int) and not isinstance(value, bool) and low <= value and (high is None or value <= high):
-        return
-    bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
-    raise ArgumentError(f"{name} must be an integer {bounds}{f' ({why})' if why else ''}, got {value!r}")
 
 
 def _load_tokenizer(export_dir: Path, model_vocab: int) -> WordPieceTokenizer:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mbexport._ort import onnxruntime as ort
 from mbexport._ort import onnxruntime_pybind11_state as _ort_state
+from mbexport.arguments import check_int
 from mbexport.errors import ArgumentError, CudaUnavailableError, ExportDirError
 from mbexport.layout import mbexport_home
 
@@ -64,8 +65,8 @@ def default_threads() -> int:
 
 def check_threads(threads: int | None) -> int:
     """The compute threads to use: ``threads``, or every usable core for None; ArgumentError otherwise."""
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise ArgumentError(f"threads (--threads) must be an integer >= 1, got {threads!r}")
+    if threads is not None:
+        check_int("threads (--threads)", threads, 1)
     return threads or default_threads()
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from mbexport import __version__
+from mbexport.arguments import check_int
 from mbexport.errors import ArgumentError, MissingExtraError
 from mbexport.runtime import Embedder
 from mbexport.serve.batching import BatchLimits, Closing, Coalescer, QueueFull
@@ -70,9 +71,7 @@ class ServeLimits:
 
     def __post_init__(self) -> None:
         for name, option in (("max_inputs", "--max-inputs"), ("max_body_bytes", "--max-body-bytes")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ArgumentError(f"{name} ({option}) must be an integer >= 1, got {value!r}")
+            check_int(f"{name} ({option})", getattr(self, name), 1)
         if not self.body_timeout > 0:  # NaN too
             raise ArgumentError(f"body_timeout (--body-timeout) must be > 0 seconds, got {self.body_timeout}")
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mbexport import _native
+from mbexport.arguments import check_int
 from mbexport.errors import ArgumentError
 from mbexport.runtime import Embedder, l2_normalize
 from mbexport.serve.metrics import Metrics
@@ -58,10 +59,8 @@ class BatchLimits:
 
     def __post_init__(self) -> None:
         for name in ("max_queue", "max_batch_texts", "max_batch_tokens", "max_batch_requests"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                option = "" if name == "max_batch_texts" else f" (--{name.replace('_', '-')})"
-                raise ArgumentError(f"{name}{option} must be an integer >= 1, got {value!r}")
+            option = "" if name == "max_batch_texts" else f" (--{name.replace('_', '-')})"
+            check_int(f"{name}{option}", getattr(self, name), 1)
         if not self.wait >= 0:  # NaN too
             raise ArgumentError(f"the batch wait (--batch-wait-ms) must be >= 0, got {self.wait * 1000} ms")
 
