@@ -187,6 +187,18 @@ def test_lone_surrogate_names_the_index(tiny_dir: Path) -> None:
         tok(["ok"], ["\udfff"])
 
 
+def test_a_stopped_text_is_still_refused_for_a_lone_surrogate_past_the_stop(tiny_dir: Path) -> None:
+    """encode_batch_arrays stops reading a text past max_length tokens, yet refuses it as a full read
+    would: a surrogate in the unread rest is named with its position, in UCS-2 and UCS-4 texts."""
+    tok = WordPieceTokenizer.from_pretrained(tiny_dir)
+    for head in ("a the cat " * 50, "\u00e9\u4e00 " * 50, "\U0001f600 the " * 50):
+        text = head + "\ud800 cat"
+        with pytest.raises(TokenizerInputError, match=f"item 1: .*lone surrogate U\\+D800 at character {len(head)}"):
+            tok.encode_batch_arrays(["ok", text], max_length=8)
+        cu = tok.encode_batch_arrays(["ok", head + "cat"], max_length=8)[2]
+        assert cu.tolist() == [0, 3, 11]
+
+
 @pytest.mark.parametrize("content,match", [
     (b"[PAD]\n[UNK]\n\xff\xfe\n", "not valid UTF-8 .line 3"),
     (b"[PAD]\n[UNK]\na\na\n", "duplicate entry 'a' on lines 3 and 4"),

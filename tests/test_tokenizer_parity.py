@@ -188,6 +188,23 @@ def test_call_matches_reference_on_single_texts(vocab: str, options: dict, corpu
 
 
 @pytest.mark.parametrize("vocab", ["uncased", "cased"])
+def test_packed_arrays_stop_reading_without_changing_the_ids(vocab: str, corpus: list[str],
+                                                             request: pytest.FixtureRequest) -> None:
+    """The runtime's path stops tokenizing a text at the first word boundary past max_length: at every
+    max_length, on the corpus's texts alone and joined in threes (so the stop falls mid-text at every
+    kind of boundary), its ids are the reference's truncated ones."""
+    vocab_dir = request.getfixturevalue(f"{vocab}_dir")
+    ref, ours = _legacy(vocab_dir), WordPieceTokenizer.from_pretrained(vocab_dir)
+    texts = [t for t in corpus if t.strip()][:400]
+    texts += ["".join(texts[i:i + 3]) for i in range(0, len(texts), 3)]
+    for max_length in (3, 4, 7, 16, 64):
+        ids, _, cu, _ = ours.encode_batch_arrays(texts, max_length=max_length)
+        got = [ids[cu[i]:cu[i + 1]].tolist() for i in range(len(texts))]
+        want = ref(texts, truncation=True, max_length=max_length)["input_ids"]
+        assert _mismatches(got, want, texts) == [], max_length
+
+
+@pytest.mark.parametrize("vocab", ["uncased", "cased"])
 @pytest.mark.parametrize("options", CALL_OPTIONS)
 def test_call_matches_hf_fast_on_pairs(vocab: str, options: dict, corpus: list[str],
                                        request: pytest.FixtureRequest) -> None:

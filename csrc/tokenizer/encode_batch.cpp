@@ -13,9 +13,11 @@ namespace {
 // Items per work unit: small enough to balance, large enough to amortise the atomic.
 constexpr size_t kGrain = 16;
 
-// Tokenizes every text (and pair) into per-item Encoded; returns the lowest-index error.
+// Tokenizes every text (and pair) into per-item Encoded; returns the lowest-index error. Texts
+// stop at stop_after ids (Tokenizer::Encode), pairs never.
 Status EncodeAll(const Tokenizer& tok, const std::vector<TextView>& a, const std::vector<TextView>* b,
-                 bool offsets, int64_t threads, std::vector<Encoded>* ea, std::vector<Encoded>* eb) {
+                 bool offsets, int64_t threads, size_t stop_after, std::vector<Encoded>* ea,
+                 std::vector<Encoded>* eb) {
   const size_t n = a.size();
   if (b && b->size() != n)
     return Status(StatusCode::kInvalidArgument, "text and text_pair must have the same number of items");
@@ -29,7 +31,7 @@ Status EncodeAll(const Tokenizer& tok, const std::vector<TextView>& a, const std
                            [&](size_t begin, size_t end, size_t w) {
     Scratch& sc = scratch[w];
     for (size_t i = begin; i < end; ++i) {
-      Status st = tok.Encode(a[i], offsets, &(*ea)[i], &sc);
+      Status st = tok.Encode(a[i], offsets, &(*ea)[i], &sc, stop_after);
       if (st.ok() && b) {
         st = tok.Encode((*b)[i], offsets, &(*eb)[i], &sc);
         if (!st.ok()) st = Status(st.code(), "text_pair " + std::string("item ") + std::to_string(i) + ": " + st.message());
@@ -51,13 +53,13 @@ Status EncodeAll(const Tokenizer& tok, const std::vector<TextView>& a, const std
 
 // Encodes every text (and pair) in parallel, then plans the output rows each item becomes.
 Status EncodeAndPlan(const Tokenizer& tok, const std::vector<TextView>& a, const std::vector<TextView>* b,
-                     const PostOptions& po, bool offsets, int64_t threads, std::vector<Encoded>* ea,
-                     std::vector<Encoded>* eb, std::vector<RowPlan>* rows) {
+                     const PostOptions& po, bool offsets, int64_t threads, size_t stop_after,
+                     std::vector<Encoded>* ea, std::vector<Encoded>* eb, std::vector<RowPlan>* rows) {
   Status st = ValidatePostOptions(po);
   if (!st.ok()) return st;
   if (a.size() > UINT32_MAX)
     return Status(StatusCode::kInvalidArgument, "more than 2**32 texts in one call; pass them in smaller batches");
-  st = EncodeAll(tok, a, b, offsets, threads, ea, eb);
+  st = EncodeAll(tok, a, b, offsets, threads, stop_after, ea, eb);
   if (!st.ok()) return st;
   rows->reserve(a.size());
   for (size_t i = 0; i < a.size(); ++i) {
@@ -79,7 +81,8 @@ Status EncodeBatch(const Tokenizer& tok, const std::vector<TextView>& texts_a, c
   const PostOptions& po = options.post;
   std::vector<Encoded> ea, eb;
   std::vector<RowPlan> rows;
-  Status st = EncodeAndPlan(tok, texts_a, texts_b, po, options.offsets, options.threads, &ea, &eb, &rows);
+  Status st = EncodeAndPlan(tok, texts_a, texts_b, po, options.offsets, options.threads, SIZE_MAX, &ea, &eb,
+                            &rows);
   if (!st.ok()) return st;
   int64_t longest = 0;
   for (const RowPlan& r : rows) longest = std::max<int64_t>(longest, r.length);
@@ -161,7 +164,10 @@ Status EncodePacked(const Tokenizer& tok, const std::vector<TextView>& texts_a, 
   const bool add_special_tokens = po.add_special_tokens;
   std::vector<Encoded> ea, eb;
   std::vector<RowPlan> rows;
-  Status st = EncodeAndPlan(tok, texts_a, texts_b, po, false, threads, &ea, &eb, &rows);
+  // A single text longer than max_length keeps max_length of its ids: reading it past the first word
+  // boundary beyond that changes nothing, so a huge text costs its prefix.
+  const size_t stop_after = !texts_b && po.max_length >= 0 ? static_cast<size_t>(po.max_length) : SIZE_MAX;
+  Status st = EncodeAndPlan(tok, texts_a, texts_b, po, false, threads, stop_after, &ea, &eb, &rows);
   if (!st.ok()) return st;
   const size_t n = texts_a.size();
   out->cu_seqlens.assign(n + 1, 0);

@@ -1,7 +1,9 @@
 #include "tokenizer/tokenizer.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <numeric>
+#include <string>
 
 #include "tokenizer/vocab.h"
 #include "unicode/unicode_tables.h"
@@ -195,8 +197,29 @@ void Tokenizer::FlushToken(bool nonascii, Encoded* out, Scratch* sc) const {
   tok.clear();
 }
 
+namespace {
+
+Status LoneSurrogate(char32_t cp, size_t i) {
+  char buf[16];
+  snprintf(buf, sizeof buf, "U+%04X", static_cast<unsigned>(cp));
+  return Status(StatusCode::kEncodingError, "text has a lone surrogate " + std::string(buf) + " at character " +
+                                                std::to_string(i) +
+                                                "; fix the text (e.g. .encode('utf-8', 'replace').decode())");
+}
+
+// The rest of a text Encode stopped reading: refused for the same lone surrogates as a full read.
+template <typename CharT>
+Status CheckRest(const CharT* s, size_t i, size_t n) {
+  if constexpr (sizeof(CharT) > 1)
+    for (; i < n; ++i)
+      if (s[i] >= 0xD800 && s[i] <= 0xDFFF) return LoneSurrogate(s[i], i);
+  return Status::Ok();
+}
+
+}  // namespace
+
 template <bool kOffsets, typename CharT>
-Status Tokenizer::EncodeImpl(const CharT* s, size_t n, Encoded* out, Scratch* sc) const {
+Status Tokenizer::EncodeImpl(const CharT* s, size_t n, Encoded* out, Scratch* sc, size_t stop_after) const {
   out->ids.clear();
   out->offsets.clear();
   sc->token.clear();
@@ -205,13 +228,7 @@ Status Tokenizer::EncodeImpl(const CharT* s, size_t n, Encoded* out, Scratch* sc
   const bool have_added = !added_.empty();
   for (size_t i = 0; i < n;) {
     const char32_t cp = s[i];
-    if (sizeof(CharT) > 1 && cp >= 0xD800 && cp <= 0xDFFF) {
-      char buf[16];
-      snprintf(buf, sizeof buf, "U+%04X", static_cast<unsigned>(cp));
-      return Status(StatusCode::kEncodingError, "text has a lone surrogate " + std::string(buf) + " at character " +
-                                                    std::to_string(i) +
-                                                    "; fix the text (e.g. .encode('utf-8', 'replace').decode())");
-    }
+    if (sizeof(CharT) > 1 && cp >= 0xD800 && cp <= 0xDFFF) return LoneSurrogate(cp, i);
     if (have_added && (cp < 128 ? (added_first_ascii_[cp >> 6] >> (cp & 63)) & 1 : added_nonascii_first_)) {
       int32_t id;
       size_t len = MatchAdded(s, sizeof(CharT), i, n, &id);
@@ -221,6 +238,7 @@ Status Tokenizer::EncodeImpl(const CharT* s, size_t n, Encoded* out, Scratch* sc
         out->ids.push_back(id);
         if constexpr (kOffsets) out->offsets.push_back({static_cast<int32_t>(i), static_cast<int32_t>(i + len)});
         i += len;
+        if (out->ids.size() > stop_after) return CheckRest(s, i, n);
         continue;
       }
     }
@@ -234,6 +252,7 @@ Status Tokenizer::EncodeImpl(const CharT* s, size_t n, Encoded* out, Scratch* sc
         FlushToken<kOffsets>(nonascii, out, sc);
         nonascii = false;
         ++i;
+        if (out->ids.size() > stop_after) return CheckRest(s, i, n);
         continue;
       }
       if (cjk) {
@@ -242,6 +261,7 @@ Status Tokenizer::EncodeImpl(const CharT* s, size_t n, Encoded* out, Scratch* sc
         FlushToken<kOffsets>(true, out, sc);
         nonascii = false;
         ++i;
+        if (out->ids.size() > stop_after) return CheckRest(s, i, n);
         continue;
       }
     }
@@ -253,24 +273,25 @@ Status Tokenizer::EncodeImpl(const CharT* s, size_t n, Encoded* out, Scratch* sc
   return Status::Ok();
 }
 
-Status Tokenizer::Encode(const TextView& text, bool with_offsets, Encoded* out, Scratch* scratch) const {
+Status Tokenizer::Encode(const TextView& text, bool with_offsets, Encoded* out, Scratch* scratch,
+                         size_t stop_after) const {
   if (text.length > static_cast<size_t>(INT32_MAX))
     return Status(StatusCode::kInvalidArgument, "text longer than 2**31 characters; split it first");
   switch (text.width) {
     case 1: {
       auto* p = static_cast<const uint8_t*>(text.data);
-      return with_offsets ? EncodeImpl<true>(p, text.length, out, scratch)
-                          : EncodeImpl<false>(p, text.length, out, scratch);
+      return with_offsets ? EncodeImpl<true>(p, text.length, out, scratch, stop_after)
+                          : EncodeImpl<false>(p, text.length, out, scratch, stop_after);
     }
     case 2: {
       auto* p = static_cast<const uint16_t*>(text.data);
-      return with_offsets ? EncodeImpl<true>(p, text.length, out, scratch)
-                          : EncodeImpl<false>(p, text.length, out, scratch);
+      return with_offsets ? EncodeImpl<true>(p, text.length, out, scratch, stop_after)
+                          : EncodeImpl<false>(p, text.length, out, scratch, stop_after);
     }
     case 4: {
       auto* p = static_cast<const uint32_t*>(text.data);
-      return with_offsets ? EncodeImpl<true>(p, text.length, out, scratch)
-                          : EncodeImpl<false>(p, text.length, out, scratch);
+      return with_offsets ? EncodeImpl<true>(p, text.length, out, scratch, stop_after)
+                          : EncodeImpl<false>(p, text.length, out, scratch, stop_after);
     }
     default:
       return Status(StatusCode::kInternal, "TextView width must be 1, 2 or 4");

@@ -14,6 +14,7 @@
 // caller-owned Scratch, so one Tokenizer serves any number of threads.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -77,8 +78,13 @@ class Tokenizer {
   // kVocabError when the unk token is missing from the vocabulary.
   static Status Create(std::vector<std::string> vocab, TokenizerConfig config, std::unique_ptr<const Tokenizer>* out);
 
-  // Tokenizes one text. kEncodingError on a lone surrogate (message names the position).
-  Status Encode(const TextView& text, bool with_offsets, Encoded* out, Scratch* scratch) const;
+  // Tokenizes one text. kEncodingError on a lone surrogate (message names the position), anywhere
+  // in the text. With stop_after, tokenizing ends at the first word boundary (whitespace, a CJK
+  // character, an added token) with more than stop_after ids: nothing after a boundary changes the
+  // ids before it, so a caller that truncates to stop_after gets the same ids from a huge text at
+  // the cost of its prefix (the rest is only scanned for surrogates).
+  Status Encode(const TextView& text, bool with_offsets, Encoded* out, Scratch* scratch,
+                size_t stop_after = SIZE_MAX) const;
   // UTF-8 convenience (C++ tests and fuzzing); kEncodingError on invalid UTF-8.
   Status EncodeUtf8(const std::string& text, bool with_offsets, Encoded* out, Scratch* scratch) const;
 
@@ -90,7 +96,7 @@ class Tokenizer {
 
  private:
   template <bool kOffsets, typename CharT>
-  Status EncodeImpl(const CharT* s, size_t n, Encoded* out, Scratch* sc) const;
+  Status EncodeImpl(const CharT* s, size_t n, Encoded* out, Scratch* sc, size_t stop_after) const;
   template <bool kOffsets>
   void FlushToken(bool nonascii, Encoded* out, Scratch* sc) const;
   template <bool kOffsets>

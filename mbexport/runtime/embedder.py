@@ -62,7 +62,6 @@ from mbexport.tokenizer import WordPieceTokenizer
 # texts at max_length 256: OpenVINO fp32 8-11% and bf16 5% faster at 1, onnxruntime 3%, int8 the same).
 PAD_MULTIPLE = {"cpu": 1, "cuda": _native.DEFAULT_PAD_MULTIPLE}
 DEFAULT_WINDOW = 2048  # texts sorted together; also embed_iter's chunk size
-LONG_TEXT = 1 << 14  # characters past which a text is cut to the prefix that decides its vector
 
 
 @dataclass
@@ -246,21 +245,8 @@ class Embedder:
 
     def _prepare(self, texts: list[str], start: int) -> _Window:
         _check_items(texts, start)
-        texts = [self._decisive_prefix(text) if len(text) > LONG_TEXT else text for text in texts]
         ids, cu = _encode(self.tokenizer, texts, self.max_length)
         return self._plan(ids, cu)
-
-    def _decisive_prefix(self, text: str) -> str:
-        """A prefix of a long ``text`` with its vector: the first part ending before a space or tab that is
-        over ``max_length`` tokens (BERT starts a new word there; nothing before it looks past it), tried at
-        doubling lengths; else ``text``. The tokenizer then reads kilobytes, not the whole text."""
-        size = LONG_TEXT
-        while size < len(text):
-            cut = max(text.rfind(" ", 0, size), text.rfind("\t", 0, size))
-            if cut > 0 and self.over_max_length(text[:cut]):
-                return text[:cut]
-            size *= 2
-        return text
 
     def _plan(self, ids: np.ndarray, cu: np.ndarray) -> _Window:
         batcher = _native.Batcher(ids, cu, max_length=self.max_length, batch_tokens=self.batch_tokens,
