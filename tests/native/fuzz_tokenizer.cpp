@@ -112,6 +112,17 @@ void RunOne(const uint8_t* data, size_t size) {
     st = tok->Encode(v, (opt & 1) != 0, &e2, &sc);
     if (st.ok()) CheckEncoded(e2, n, vsize, (opt & 1) != 0);
     else FUZZ_CHECK(st.code() == StatusCode::kEncodingError && width > 1);
+    // Stopping past stop_after ids keeps a prefix of the full ids, longer than stop_after unless whole,
+    // and refuses exactly the texts a full read refuses.
+    Encoded stopped;
+    const size_t stop_after = maxlen % 24;
+    Status st_stopped = tok->Encode(v, false, &stopped, &sc, stop_after);
+    FUZZ_CHECK(st_stopped.ok() == st.ok());
+    if (st.ok()) {
+      FUZZ_CHECK(stopped.ids.size() <= e2.ids.size());
+      FUZZ_CHECK(std::equal(stopped.ids.begin(), stopped.ids.end(), e2.ids.begin()));
+      FUZZ_CHECK(stopped.ids.size() > stop_after || stopped.ids.size() == e2.ids.size());
+    }
   }
   // A batch: split the text into up to 8 items, pairs when asked.
   std::vector<uint32_t> cps;
