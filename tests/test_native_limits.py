@@ -156,13 +156,15 @@ def test_worker_out_of_memory_is_an_error_and_the_process_recovers(tmp_path: Pat
         texts = ["a " * 200_000] * 64  # 12.8M ids: ~50 MiB of int32, more while the vectors grow
         cap_address_space(40)
         refused(lambda: tok(texts, threads=2))
-        refused(lambda: tok.encode_batch_arrays(texts, threads=2))
+        refused(lambda: tok.encode_batch_arrays(texts, max_length=None, threads=2))  # no limit: read whole
+        print("STOPPED", tok.encode_batch_arrays(texts, max_length=512, threads=2)[2][-1])  # reads prefixes
         lift_cap()
         out = tok(texts[:3], add_special_tokens=False)["input_ids"]
         print("RECOVERED", [len(row) for row in out], set(out[0]))
     ''')
     assert proc.stdout.count("REFUSED ResourceLimitError: tokenizing 64 texts ran out of memory") == 2
     assert "RECOVERED [200000, 200000, 200000] {5}" in proc.stdout
+    assert f"STOPPED {64 * 512}" in proc.stdout
 
 
 def test_batcher_padded_view_beyond_limits_is_refused(tmp_path: Path) -> None:
