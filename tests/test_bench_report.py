@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -32,7 +33,10 @@ def test_parity_like(benchmark):
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    # A pytest child is its own session: under pytest-xdist it must not inherit the worker's identity
+    # (PYTEST_XDIST_WORKER makes pytest-benchmark leave the JSON to a controller that is not there).
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 

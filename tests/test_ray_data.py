@@ -17,7 +17,7 @@ from mbexport.integrations.ray_data import embed_dataset  # noqa: E402 (after im
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 
-ROWS = 2000
+ROWS = 800
 WORDS = ("embedding", "pipeline", "token", "seed", "checkpoint", "Ray", "actor", "cluster", "Straße", "数据", "über")
 
 
@@ -61,7 +61,7 @@ def test_actor_pool_equals_embedder_in_both_forms(minilm_export: Path, local_ray
     assert got.shape == (ROWS, 384) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
-    keyed_rows = 500
+    keyed_rows = 300
     keyed = embed_dataset(ds.limit(keyed_rows), minilm_export, id_column="id", concurrency=2, batch_size=128,
                           **options).take_all()
     assert sorted(keyed[0]) == ["embedding", "id"]
