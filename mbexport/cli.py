@@ -336,6 +336,7 @@ def serve(
     max_inputs: Annotated[int, typer.Option(help="texts per request (413 beyond)")] = 2048,
     max_body_bytes: Annotated[int, typer.Option(help="request body size (413 beyond)")] = 16 * 1024 * 1024,
     body_timeout: Annotated[float, typer.Option(help="seconds a request body may stall (408), and an unread answer may hold SIGTERM's drain")] = 30.0,
+    max_connections: Annotated[int, typer.Option(help="open connections served at once (503 on more: each costs memory and a file descriptor)")] = 1024,
     max_queue: Annotated[int, typer.Option(help="texts waiting per model (429 beyond)")] = 4096,
     max_batch_requests: Annotated[int, typer.Option(help="requests coalesced into one batch (1: cross-request batching off)")] = 256,
     max_batch_tokens: Annotated[int, typer.Option(help="real tokens planned together (model batches: --batch-tokens)")] = 16384,
@@ -355,7 +356,8 @@ def serve(
     from mbexport.serve.batching import BatchLimits
     from mbexport.serve.server import load_embedders, run
 
-    limits = ServeLimits(max_inputs, max_body_bytes, auto_truncate, body_timeout)  # checked before the (slow) loading
+    limits = ServeLimits(max_inputs, max_body_bytes, auto_truncate, body_timeout,  # checked before the (slow) loading
+                         max_connections=max_connections)
     batch_limits = BatchLimits(max_queue, max_batch_texts=2048, max_batch_tokens=max_batch_tokens,
                                max_batch_requests=max_batch_requests, wait=batch_wait_ms / 1000)
     check_limits(limits, batch_limits)

@@ -468,6 +468,39 @@ def test_stalled_clients_get_408_and_never_block_shutdown(minilm_export: Path) -
         srv.stop()
 
 
+def test_connections_past_max_connections_get_503_until_one_closes(minilm_export: Path) -> None:
+    """Open connections are bounded (each holds memory and a descriptor): with --max-connections 2, two
+    kept-alive clients are served, a third connection's request gets 503, and once one of the two
+    closes, a new connection is served again."""
+    srv = Server(minilm_export, "--max-connections", "2")
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def status(sock: socket.socket) -> bytes:
+        sock.sendall(request)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += sock.recv(4096)
+        return reply.split(b" ", 2)[1]
+
+    try:
+        first, second = (socket.create_connection(("127.0.0.1", srv.port), timeout=30) for _ in range(2))
+        with first, second:
+            assert status(first) == status(second) == b"200"  # kept alive: both stay open
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as third:
+                assert status(third) == b"503"
+            assert status(second) == b"200"  # the open ones are still served
+            first.close()
+            deadline = time.monotonic() + 30
+            while True:  # the server notices the close asynchronously
+                with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as fourth:
+                    if status(fourth) == b"200":
+                        break
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        assert srv.stop() == 0
+
+
 def test_invalid_export_fails_fast(tmp_path: Path) -> None:
     result = run_mbexport("serve", str(tmp_path), "--port", "9")
     assert result.returncode != 0
@@ -483,6 +516,7 @@ def test_invalid_export_fails_fast(tmp_path: Path) -> None:
     (["--max-queue", "0"], "--max-queue"),
     (["--batch-wait-ms", "-1"], "--batch-wait-ms"),
     (["--body-timeout", "0"], "--body-timeout"),
+    (["--max-connections", "0"], "--max-connections"),
     (["--port", "70000"], "--port"),
     (["--name", " "], "--name"),
 ])

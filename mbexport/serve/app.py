@@ -68,9 +68,11 @@ class ServeLimits:
     max_body_bytes: int = 16 * 1024 * 1024  # request body (413 beyond)
     auto_truncate: bool = False  # truncate over-long texts unless a request says otherwise
     body_timeout: float = 30.0  # seconds a request body may stall before 408 (and an unread answer may hold a drain)
+    max_connections: int = 1024  # open connections served at once; requests on more get 503 (uvicorn's, plain text)
 
     def __post_init__(self) -> None:
-        for name, option in (("max_inputs", "--max-inputs"), ("max_body_bytes", "--max-body-bytes")):
+        for name, option in (("max_inputs", "--max-inputs"), ("max_body_bytes", "--max-body-bytes"),
+                             ("max_connections", "--max-connections")):
             check_int(f"{name} ({option})", getattr(self, name), 1)
         if not self.body_timeout > 0:  # NaN too
             raise ArgumentError(f"body_timeout (--body-timeout) must be > 0 seconds, got {self.body_timeout}")

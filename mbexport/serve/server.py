@@ -44,8 +44,10 @@ def run(embedders: dict[str, Embedder], host: str, port: int, limits: ServeLimit
         log_level: str = "info", access_log: bool = False) -> None:
     """Serve until a signal, then drain; returns after a graceful shutdown."""
     app = create_app(embedders, limits, batch_limits)
+    # uvicorn answers 503 once open connections reach limit_concurrency, the requesting one included.
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                            lifespan="on", timeout_graceful_shutdown=None, server_header=False)
+                            lifespan="on", timeout_graceful_shutdown=None, server_header=False,
+                            limit_concurrency=limits.max_connections + 1)
     server = _Server(config, stall=limits.body_timeout)
     previous = signal.signal(signal.SIGTERM, _drained)
     try:
