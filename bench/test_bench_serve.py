@@ -125,14 +125,15 @@ def texts(minilm_dir: Path, quick: bool) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def servers(minilm_export: Path, minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def servers(minilm_export: Path, minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+            quick: bool) -> Iterator[dict[str, str]]:
     """engine -> base URL; all three run for the whole module, so every engine sees the same machine."""
     common = ["serve", str(minilm_export), "--pooling", "mean", "--normalize", "--max-length", str(MAX_LENGTH),
               "--threads", str(THREADS), "--auto-truncate", "--log-level", "warning"]
     app = tmp_path_factory.mktemp("st") / "st_app.py"
     app.write_text(ST_APP.format(threads=THREADS, max_length=MAX_LENGTH))
     calibration = tmp_path_factory.mktemp("calibration") / "texts.txt"
-    calibration.write_text("\n".join(t.replace("\n", " ") for t in mixed_texts(320, minilm_dir / "vocab.txt", seed=11)),
+    calibration.write_text("\n".join(t.replace("\n", " ") for t in mixed_texts(64 if quick else 320, minilm_dir / "vocab.txt", seed=11)),
                            encoding="utf-8")
     subprocess.run([MBEXPORT, "calibrate", str(minilm_export), "--texts", str(calibration)], check=True,
                    capture_output=True)
