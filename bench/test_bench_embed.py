@@ -360,11 +360,9 @@ def _limit_embedder(minilm_export: Path, backend: str, compute: str) -> Any:
     """Ours for one row: onnxruntime CPU (the export's own precision), or OpenVINO at ``compute``."""
     from mbexport import Embedder
 
-    if backend == "ort":
-        return Embedder(minilm_export, device="cpu", pooling="mean", normalize=True, max_length=LIMIT_MAX_LENGTH,
-                        threads=THREADS)
-    return Embedder(minilm_export, device="openvino", compute=compute,
-                    pooling="mean", normalize=True, max_length=LIMIT_MAX_LENGTH, threads=THREADS)
+    device, compute = ("cpu", "fp32") if backend == "ort" else ("openvino", compute)
+    return Embedder(minilm_export, device=device, compute=compute, pooling="mean", normalize=True,
+                    max_length=LIMIT_MAX_LENGTH, threads=THREADS)
 
 
 # The least per-text cosine each row must keep, against the peer and our fp32 (correctness, not the goal):

@@ -85,22 +85,15 @@ def probe(options: ProbeOptions) -> ProbeReport:
 
 
 def load_labels(data: Path, label_field: str, split_field: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Labels (and split values) of a JSONL, one per non-blank line: the rows ``mbexport embed`` reads."""
+    """Labels (and split values) of a JSONL, one per record: read as ``mbexport embed`` reads it, so label i
+    belongs to embedding row i."""
+    from mbexport.runtime.files import read_records  # not at the top: the runtime package loads onnxruntime
+
     labels, splits = [], []
-    try:
-        lines = data.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputFileError(f"{data}: cannot read the labelled dataset ({e}); "
-                             "give the JSONL the sweep embedded") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputFileError(f"{data}:{number}: not JSON; the probe reads a JSONL dataset") from None
-        for name in (label_field, split_field):
-            if name is not None and (not isinstance(record, dict) or name not in record):
+    fields = (label_field,) if split_field is None else (label_field, split_field)
+    for number, record in read_records(str(data), fields):
+        for name in fields:
+            if name not in record:
                 raise InputFileError(f"{data}:{number}: no {name!r} field; choose the field with "
                                      f"{'--label-field' if name == label_field else '--split-field'}")
         labels.append(record[label_field])

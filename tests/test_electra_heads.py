@@ -17,6 +17,8 @@ import pytest
 from conftest import run_mbexport, scale_random_weights
 from test_electra import ELECTRA_CONFIG, load, onnx_outputs, save_hf
 
+import mbexport
+from mbexport.converter import verify_export
 from mbexport.errors import CheckpointFormatError, ExportError
 from mbexport.families.electra import ELECTRA
 from mbexport.parity import numpy_reference, random_batch, text_batch
@@ -81,16 +83,15 @@ def one_line(message: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Each head through the console script (--head auto) and the API, against transformers
+# Each head through the API (--head auto, flavors, precisions), against transformers
 
 
 @pytest.mark.parametrize("head", list(CLASSES))
-def test_cli_auto_converts_each_head_and_matches_transformers(tmp_path: Path, head: str) -> None:
+def test_auto_converts_each_head_and_matches_transformers(tmp_path: Path, head: str) -> None:
+    """Head auto through the API (the console script converts ELECTRA in the TF1 test and refuses a head below)."""
     model = make_model(head)
     source = save_hf(model, tmp_path / "src", "safetensors")
-    out = tmp_path / "export"
-    result = run_mbexport("convert", str(source), "--out", str(out), text=True)
-    assert result.returncode == 0, result.stderr
+    out = mbexport.convert(str(source), out=tmp_path / "export")
     manifest = json.loads((out / "mbexport.json").read_text())
     assert manifest["head"] == head and manifest["outputs"] == OUTPUTS[head]
     assert manifest["parity"]["passed"] and manifest["parity"]["reference"].startswith("torch")
@@ -110,8 +111,6 @@ def test_api_flavors_and_precisions_match_transformers(tmp_path: Path, head: str
                                                        fmt: str, bound: float) -> None:
     """Through the Python API: the portable fp32 graph (from .bin) within fp32's bound, the fused fp16 one
     (from safetensors) within fp16's, against the transformers class."""
-    import mbexport
-
     model = make_model(head, seed=1 if precision == "fp32" else 2)
     source = save_hf(model, tmp_path / "src", fmt)
     out = mbexport.convert(str(source), out=tmp_path / "export", head=head, flavor=flavor, precision=precision)
@@ -148,7 +147,6 @@ def test_numpy_reference_agrees_with_transformers(tmp_path: Path, head: str) -> 
 
 
 def test_token_classification_keeps_its_labels(tmp_path: Path) -> None:
-    import mbexport
 
     source = save_hf(make_model("token-classification"), tmp_path / "src", "safetensors")
     out = mbexport.convert(str(source), out=tmp_path / "export", parity=False)
@@ -177,9 +175,7 @@ def test_multiple_choice_takes_batch_choices_sequence(tmp_path: Path) -> None:
                                                       (True, "relu"), (True, "")])
 def test_multiple_choice_summary_options(tmp_path: Path, use_proj: bool, activation: str) -> None:
     """summary_use_proj and summary_activation as ElectraSequenceSummary applies them; the export's
-    config.json keeps them, so `mbexport parity` on the export rebuilds the same reference."""
-    import mbexport
-
+    config.json keeps them, so re-verifying the export (`mbexport parity`) rebuilds the same reference."""
     model = make_model("multiple-choice", seed=4, summary_use_proj=use_proj, summary_activation=activation)
     assert hasattr(model.sequence_summary.summary, "weight") == use_proj
     source = save_hf(model, tmp_path / "src", "safetensors")
@@ -188,8 +184,7 @@ def test_multiple_choice_summary_options(tmp_path: Path, use_proj: bool, activat
     assert (config["summary_use_proj"], config["summary_activation"]) == (use_proj, activation)
     diffs = worst_diff(out, model, batches("multiple-choice", source))
     assert diffs["logits"] <= 1e-4, diffs
-    reverify = run_mbexport("parity", str(out), text=True)
-    assert reverify.returncode == 0, reverify.stderr
+    assert verify_export(out).passed
 
 
 @pytest.mark.parametrize(("key", "value", "fragment"), [
@@ -212,8 +207,7 @@ def test_a_summary_the_graph_cannot_build_is_refused_for_that_head_only(tmp_path
     assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
     assert "--head base" in result.stderr
     assert not out.exists()
-    base = run_mbexport("convert", str(source), "--head", "base", "--out", str(out), text=True)
-    assert base.returncode == 0, base.stderr
+    mbexport.convert(str(source), out=out, head="base")
     assert json.loads((out / "config.json").read_text())[key] == value
 
 
@@ -230,8 +224,6 @@ def test_a_summary_use_proj_that_is_not_a_bool_is_refused_at_load(tmp_path: Path
 def test_summary_options_of_other_heads_are_kept_as_given(tmp_path: Path) -> None:
     """Only a multiple-choice head reads the summary: a token classifier's odd summary_type converts, and
     its export's config.json neither drops it nor fills in defaults the source did not set."""
-    import mbexport
-
     source = save_hf(make_model("token-classification"), tmp_path / "src", "safetensors")
     config = {key: value for key, value in json.loads((source / "config.json").read_text()).items()
               if key != "summary_activation"}

@@ -403,6 +403,51 @@ def test_jsonl_records_bom_duplicate_keys_and_non_objects(tmp_path: Path) -> Non
             list(read_texts(str(src), field=field))
 
 
+def test_jsonl_record_over_the_bound_is_a_bad_line_and_never_kept(tmp_path: Path) -> None:
+    """JSON is parsed whole, so a record line past MAX_RECORD_BYTES is refused as a bad line (or skipped
+    and counted) while its bytes are read through, not kept: peak memory stays far below the line."""
+    import tracemalloc
+
+    from mbexport.runtime.files import MAX_RECORD_BYTES, ReadCounts, read_texts
+
+    src = tmp_path / "big.jsonl"
+    with open(src, "wb") as f:
+        f.write(b'{"text": "first"}\n{"text": "')
+        for _ in range(MAX_RECORD_BYTES // (1 << 20) + 1):
+            f.write(b"word " * ((1 << 20) // 5 + 1))
+        f.write(b'"}\n{"text": "last"}\n')
+    with pytest.raises(InputFileError, match=r"big.jsonl:2: the record is over 64 MiB .* use a \.txt file"):
+        list(read_texts(str(src)))
+    counts = ReadCounts()
+    tracemalloc.start()
+    try:
+        rows = list(read_texts(str(src), skip_bad_lines=True, counts=counts))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rows == [(1, "first"), (3, "last")] and (counts.skipped, counts.first_skipped) == (1, 2)
+    assert peak < MAX_RECORD_BYTES * 1.5  # the 65 MiB line was never held twice, nor parsed
+
+
+def test_probe_labels_pair_with_the_rows_embed_reads(tmp_path: Path) -> None:
+    """The probe's labels come from the same line reader as the embedded texts: separators that JSON keeps
+    unescaped inside strings (U+2028, U+0085, \\v, \\f, \\x1c) split neither, a BOM and CRLF ends are taken,
+    blank lines are skipped by both."""
+    from mbexport.probe import load_labels
+    from mbexport.runtime.files import read_texts
+
+    texts = ["a\u2028b", "c\x85d", "e\x0bf\x0cg", "h\x1ci", "plain"]
+    lines = [json.dumps({"text": t, "label": i % 2, "split": "TRAIN"}, ensure_ascii=False) for i, t in enumerate(texts)]
+    src = tmp_path / "data.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + "\r\n\r\n".join(lines).encode() + b"\n")
+    assert [t for _, t in read_texts(str(src), "text")] == texts
+    labels, splits = load_labels(src, "label", "split")
+    assert labels.tolist() == [i % 2 for i in range(len(texts))] and splits.tolist() == ["train"] * len(texts)
+    src.write_bytes(b'{"text": "a", "label": 1, "label": 0}\n')
+    with pytest.raises(InputFileError, match="data.jsonl:1: the record has 2 'label' keys"):
+        load_labels(src, "label", None)
+
+
 def test_over_long_line_is_read_without_keeping_its_rest(minilm_export: Path, tmp_path: Path) -> None:
     """A 4 MB line: the reader keeps a prefix that already decides its vector (memory bounded by what the
     model reads, not by the line), and the vector equals the whole line's; the dropped rest is still

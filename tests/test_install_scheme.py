@@ -30,20 +30,19 @@ def resolve(tmp_path: Path, target: str, *constraints: str) -> set[str]:
     return {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
 
 
-# What each set-up command installs, and the onnxruntime build it must get: every extra alone, and
-# .ci/run's .[torch,test,bench], whose test and bench extras bring CPU onnxruntime themselves.
+# What each set-up command installs, and the onnxruntime build it must get: the base and every extra that
+# chooses a build. .ci/run's .[torch,test,bench] is the environment these tests run in (below).
 INSTALLS = {
     ".": set(),
     ".[cpu]": {"onnxruntime"},
     ".[gpu]": {"onnxruntime-gpu"},
     ".[gpu,serve]": {"onnxruntime-gpu"},
-    ".[torch,test,bench]": {"onnxruntime"},
 }
 
 
 @pytest.mark.slow
 def test_each_install_resolves_to_one_onnxruntime_build(tmp_path):
-    """pip resolves the five installs at once (each waits on the index, not the CPU)."""
+    """pip resolves the four installs at once (each waits on the index as much as on the CPU)."""
     constraints = ("-c", str(ROOT / ".ci" / "constraints.txt"))
     with ThreadPoolExecutor(len(INSTALLS)) as pool:
         jobs = {target: pool.submit(resolve, tmp_path / f"install-{i}", target, *constraints)
@@ -51,7 +50,22 @@ def test_each_install_resolves_to_one_onnxruntime_build(tmp_path):
     names = {target: job.result() for target, job in jobs.items()}
     assert {target: found & BUILDS for target, found in names.items()} == INSTALLS
     assert all("mbexport" in found for found in names.values())
-    assert {"torch", "sentence-transformers"} <= names[".[torch,test,bench]"]
+
+
+def test_the_test_install_has_the_cpu_build_and_imports_it():
+    """These tests run in what .ci/run (the README's test command) installs, ``.[torch,test,bench]``: its
+    test and bench extras bring CPU onnxruntime themselves, so pip installed that build alone, and the
+    ``onnxruntime`` module imported is the one that distribution's files hold."""
+    import importlib.metadata as metadata
+
+    import onnxruntime
+
+    installed = {dist.metadata["Name"].lower() for dist in metadata.distributions()} & BUILDS
+    assert installed == {"onnxruntime"}, f"run the tests in .ci/run's environment, not one with {installed}"
+    files = metadata.distribution("onnxruntime").files or []
+    module = Path(onnxruntime.__file__).resolve()
+    assert any(Path(str(f.locate())).resolve() == module for f in files)
+    assert "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
 
 
 def test_no_onnxruntime_names_the_extras():

@@ -68,16 +68,30 @@ def fp32_rows(minilm_export: Path, held_out: list[str]) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def calibration_texts() -> list[str]:
-    return faker_texts(CALIBRATION_TEXTS, seed=1)  # another seed than the held-out texts
+    """Another seed than the held-out texts; one line each."""
+    return [t.replace("\n", " ") for t in faker_texts(CALIBRATION_TEXTS, seed=1)]
 
 
 @pytest.fixture(scope="module")
-def calibrated(minilm_export: Path, calibration_texts: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the export with its calibrated int8 model (one calibration per module: ~10-40 s)."""
+def cli_calibration(minilm_export: Path, calibration_texts: list[str],
+                    tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """``mbexport calibrate COPY --texts FILE --limit 320`` on a copy of the export, once per module (~40 s):
+    the file has a blank line between texts and 10 texts past the limit. (export, texts file, the run)."""
     out = tmp_path_factory.mktemp("calibrated") / "minilm"
     shutil.copytree(minilm_export, out)
-    assert mbexport.calibrate(out, calibration_texts) == out / INT8_MODEL
-    return out
+    texts_file = out.parent / "calibration.txt"
+    extra = [t.replace("\n", " ") for t in faker_texts(10, seed=3)]
+    texts_file.write_text("\n\n".join(calibration_texts + extra) + "\n", encoding="utf-8")
+    result = run_mbexport("calibrate", str(out), "--texts", str(texts_file), "--limit", str(CALIBRATION_TEXTS),
+                          text=True)
+    assert result.returncode == 0, result.stderr
+    return out, texts_file, result
+
+
+@pytest.fixture(scope="module")
+def calibrated(cli_calibration: tuple[Path, Path, subprocess.CompletedProcess]) -> Path:
+    """The export with its calibrated int8 model."""
+    return cli_calibration[0]
 
 
 def test_compute_choices_are_the_apis() -> None:
@@ -226,18 +240,13 @@ def test_tampered_int8_model_is_refused(calibrated: Path, tmp_path: Path) -> Non
         Embedder(copy, device="openvino", compute="int8")
 
 
-def test_cli_calibrate_then_embed_int8(minilm_export: Path, tmp_path: Path, held_out: list[str]) -> None:
-    """``mbexport calibrate`` (blank lines skipped, --limit the minimum) then ``mbexport embed --device
-    openvino --compute int8``: the rows the Python API gives for that model (equal: same model, same batches)."""
-    export = tmp_path / "minilm"
-    shutil.copytree(minilm_export, export)
-    texts_file = tmp_path / "calibration.txt"
-    lines = [t.replace("\n", " ") for t in faker_texts(MIN_TEXTS + 10, seed=3)]
-    texts_file.write_text("\n\n".join(lines) + "\n", encoding="utf-8")
-    result = run_mbexport("calibrate", str(export), "--texts", str(texts_file), "--limit", str(MIN_TEXTS), text=True)
-    assert result.returncode == 0, result.stderr
-    assert f"{MIN_TEXTS} texts of {texts_file}" in result.stdout and "INFO:nncf" not in result.stdout
-    assert read_manifest(export)[CALIBRATED_INT8]["texts"] == MIN_TEXTS
+def test_cli_calibrate_then_embed_int8(cli_calibration: tuple[Path, Path, subprocess.CompletedProcess],
+                                      tmp_path: Path, held_out: list[str]) -> None:
+    """``mbexport calibrate`` (blank lines skipped, --limit) then ``mbexport embed --device openvino --compute
+    int8``: the rows the Python API gives for that model (equal: same model, same batches)."""
+    export, texts_file, result = cli_calibration
+    assert f"{CALIBRATION_TEXTS} texts of {texts_file}" in result.stdout and "INFO:nncf" not in result.stdout
+    assert read_manifest(export)[CALIBRATED_INT8]["texts"] == CALIBRATION_TEXTS
     inputs = tmp_path / "in.txt"
     inputs.write_text("\n".join(t.replace("\n", " ") for t in held_out[:40]) + "\n", encoding="utf-8")
     out = tmp_path / "out.npy"

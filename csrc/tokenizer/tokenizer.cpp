@@ -229,45 +229,39 @@ Status Tokenizer::EncodeImpl(const CharT* s, size_t n, Encoded* out, Scratch* sc
   for (size_t i = 0; i < n;) {
     const char32_t cp = s[i];
     if (sizeof(CharT) > 1 && cp >= 0xD800 && cp <= 0xDFFF) return LoneSurrogate(cp, i);
-    if (have_added && (cp < 128 ? (added_first_ascii_[cp >> 6] >> (cp & 63)) & 1 : added_nonascii_first_)) {
-      int32_t id;
-      size_t len = MatchAdded(s, sizeof(CharT), i, n, &id);
-      if (len) {
-        FlushToken<kOffsets>(nonascii, out, sc);
-        nonascii = false;
-        out->ids.push_back(id);
-        if constexpr (kOffsets) out->offsets.push_back({static_cast<int32_t>(i), static_cast<int32_t>(i + len)});
-        i += len;
-        if (out->ids.size() > stop_after) return CheckRest(s, i, n);
-        continue;
-      }
+    int32_t id = 0;
+    const size_t added_len =
+        have_added && (cp < 128 ? (added_first_ascii_[cp >> 6] >> (cp & 63)) & 1 : added_nonascii_first_)
+            ? MatchAdded(s, sizeof(CharT), i, n, &id)
+            : 0;
+    const uint16_t f = added_len ? 0 : cp < 128 ? ascii_flags_[cp] : unicode::Lookup(cp).flags;
+    if (f & unicode::kControl) {
+      ++i;
+      continue;
     }
-    const uint16_t f = cp < 128 ? ascii_flags_[cp] : unicode::Lookup(cp).flags;
-    if (f & (unicode::kControl | unicode::kWhitespace | unicode::kIsSpace | unicode::kCjk)) {
-      if (f & unicode::kControl) {
-        ++i;
-        continue;
-      }
-      if (f & (unicode::kWhitespace | unicode::kIsSpace)) {
-        FlushToken<kOffsets>(nonascii, out, sc);
-        nonascii = false;
-        ++i;
-        if (out->ids.size() > stop_after) return CheckRest(s, i, n);
-        continue;
-      }
-      if (cjk) {
-        FlushToken<kOffsets>(nonascii, out, sc);
-        sc->token.push_back({cp, static_cast<uint32_t>(i), static_cast<uint32_t>(i + 1), static_cast<uint32_t>(i + 1)});
-        FlushToken<kOffsets>(true, out, sc);
-        nonascii = false;
-        ++i;
-        if (out->ids.size() > stop_after) return CheckRest(s, i, n);
-        continue;
-      }
+    const bool space = f & (unicode::kWhitespace | unicode::kIsSpace);
+    const bool cjk_char = cjk && (f & unicode::kCjk);
+    if (!added_len && !space && !cjk_char) {  // inside a word
+      sc->token.push_back({cp, static_cast<uint32_t>(i), static_cast<uint32_t>(i + 1), static_cast<uint32_t>(i + 1)});
+      nonascii |= cp >= 0x80;
+      ++i;
+      continue;
     }
-    sc->token.push_back({cp, static_cast<uint32_t>(i), static_cast<uint32_t>(i + 1), static_cast<uint32_t>(i + 1)});
-    nonascii |= cp >= 0x80;
-    ++i;
+    // A word boundary: the word so far is complete, and nothing after this point changes its ids.
+    FlushToken<kOffsets>(nonascii, out, sc);
+    nonascii = false;
+    if (added_len) {
+      out->ids.push_back(id);
+      if constexpr (kOffsets) out->offsets.push_back({static_cast<int32_t>(i), static_cast<int32_t>(i + added_len)});
+      i += added_len;
+    } else if (cjk_char) {
+      sc->token.push_back({cp, static_cast<uint32_t>(i), static_cast<uint32_t>(i + 1), static_cast<uint32_t>(i + 1)});
+      FlushToken<kOffsets>(true, out, sc);
+      ++i;
+    } else {
+      ++i;
+    }
+    if (out->ids.size() > stop_after) return CheckRest(s, i, n);
   }
   FlushToken<kOffsets>(nonascii, out, sc);
   return Status::Ok();

@@ -79,14 +79,18 @@ class SequenceSummary:
                             for key, value, supported, ok in checks if not ok), None)
         return cls(use_proj, activation if isinstance(activation, str) and activation else None, unsupported)
 
+    def buildable(self) -> SequenceSummary:
+        """This summary, or the error saying why the graph cannot build it (listing weights needs no check)."""
+        if self.unsupported:
+            raise CheckpointFormatError(self.unsupported)
+        return self
 
-def summary_of(spec: BertSpec, building: bool = True) -> SequenceSummary:
-    """The spec's summary; ``building`` the graph (not only listing weights) refuses one it cannot build."""
+
+def summary_of(spec: BertSpec) -> SequenceSummary:
+    """The spec's summary (an ELECTRA spec has one)."""
     summary = getattr(spec, "summary", None)
     if not isinstance(summary, SequenceSummary):
         raise ExportError(f"the ELECTRA multiple-choice head needs an ELECTRA spec, not a {spec.family} one")
-    if building and summary.unsupported:
-        raise CheckpointFormatError(summary.unsupported)
     return summary
 
 
@@ -108,18 +112,18 @@ class ElectraMultipleChoice(_Named, MultipleChoice):
 
     def weights(self, spec: BertSpec) -> Shapes:
         h = spec.hidden_size
-        proj = linear_shapes(SUMMARY, h, h) if summary_of(spec, building=False).use_proj else {}
+        proj = linear_shapes(SUMMARY, h, h) if summary_of(spec).use_proj else {}
         return {**proj, **super().weights(spec)}
 
     def summary(self, g: Graph, spec: BertSpec, w: Weights, hidden: str) -> str:
-        summary = summary_of(spec)
+        summary = summary_of(spec).buildable()
         x = g.op("Gather", [hidden, g.const("index0", 0, np.int64)], "sequence_summary/Gather", axis=1)
         if summary.use_proj:
             x = classifier(g, w, x, SUMMARY)
         return apply_activation(g, x, summary.activation, "sequence_summary") if summary.activation else x
 
     def np_summary(self, spec: BertSpec, w: Weights, encoded: dict[str, np.ndarray]) -> np.ndarray:
-        summary = summary_of(spec)
+        summary = summary_of(spec).buildable()
         x = encoded["last_hidden_state"][:, 0]
         if summary.use_proj:
             x = np_dense(x, w, SUMMARY)

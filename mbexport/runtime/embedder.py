@@ -23,6 +23,7 @@ Embedder reads ``last_hidden_state`` / ``pooler_output`` and pools on the host, 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -201,11 +202,17 @@ class Embedder:
         """Whether ``text`` has more than ``max_length`` tokens ([CLS] and [SEP] included), by more than an
         added token with a space could re-join: then nothing appended to it after a space or tab changes its
         vector (a reader can drop the rest of a line)."""
-        spanning = max((len(t) for t in self.tokenizer.get_added_vocab() if " " in t or "\t" in t), default=0)
         texts = [text]
         _check_items(texts, 0)
-        ids, _ = _encode(self.tokenizer, texts, self.max_length + spanning)
-        return len(ids) > self.max_length + spanning
+        limit = self.max_length + self._spanning_added
+        ids, _ = _encode(self.tokenizer, texts, limit)
+        return len(ids) > limit
+
+    @functools.cached_property
+    def _spanning_added(self) -> int:
+        """Characters of the longest added token holding a space or tab (0 without one): a reader's cut there
+        could split a token the full text would match."""
+        return max((len(t) for t in self.tokenizer.get_added_vocab() if " " in t or "\t" in t), default=0)
 
     def embed_tokenized(self, ids: np.ndarray, cu: np.ndarray, normalize: bool | None = None) -> np.ndarray:
         """Rows for texts from ``tokenize`` (over-long ones truncated), in order: lets a server tokenize

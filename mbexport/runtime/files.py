@@ -10,7 +10,8 @@ naming the line, or is skipped and counted with ``skip_bad_lines``.
 Memory per line is bounded for text lines when the caller says when a prefix is ``enough``
 (the Embedder: more than ``max_length`` tokens): past that point the rest of the line cannot
 change its vector, so it is read (and checked to be UTF-8) but not kept. A JSONL record is
-parsed whole.
+parsed whole, so a record line longer than MAX_RECORD_BYTES is refused (its bytes past that
+point are read, not kept) like any other bad line.
 
 Writers write to a temporary file next to the target (honouring the umask) and rename it into
 place on success;
@@ -42,6 +43,7 @@ from mbexport.errors import InputFileError, OutputFileError
 NPY_HEADER_BYTES = 128  # magic + version + length + dict, padded: room for any 2-D float32 shape
 READ_BLOCK = 1 << 16  # most bytes of a line read at once (readline's limit)
 KEEP_CHECK = 1 << 14  # a line's kept bytes at which ``enough`` is first asked (then at each doubling)
+MAX_RECORD_BYTES = 1 << 26  # a JSONL line past this (64 MiB) is refused, not parsed: JSON is read whole
 _EOL = re.compile(rb"\r\n?|\n")
 _BOM = codecs.BOM_UTF8
 NOT_UTF8 = "not valid UTF-8"
@@ -80,6 +82,34 @@ def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False
     a space or tab has the same vector; the reader then keeps no more of that line."""
     fmt = input_format(path, field)
     field = field or "text"
+    fix = "fix the line or pass --skip-bad-lines"
+    if fmt == "txt":
+        yield from _read(path, lambda text, number: (number, text), skip_bad_lines, counts, fix, enough=enough)
+        return
+
+    def text_of(line: str, number: int) -> tuple[Any, str] | None:
+        if not line.strip():
+            return None
+        record_id, value = _record(line, field, number)
+        return _check_id(record_id), value
+
+    yield from _read(path, text_of, skip_bad_lines, counts, fix, max_bytes=MAX_RECORD_BYTES)
+
+
+def read_records(path: str, keys: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` for each non-blank line of a JSONL file, read as ``read_texts`` reads it
+    (the same lines, the same bad-line checks, ``keys`` not repeated), so its records pair with the rows
+    ``mbexport embed`` wrote from that file."""
+    def record_of(line: str, number: int) -> tuple[int, dict[str, Any]] | None:
+        return (number, _object(line, keys)) if line.strip() else None
+
+    yield from _read(path, record_of, False, None, "fix the line", max_bytes=MAX_RECORD_BYTES)
+
+
+def _read(path: str, parse: Callable[[str, int], Any], skip_bad_lines: bool, counts: ReadCounts | None, fix: str,
+          enough: Callable[[str], bool] | None = None, max_bytes: int | None = None) -> Iterator[Any]:
+    """``parse(line, number)`` of each line (not None), a line that is not UTF-8 or that ``parse`` refuses
+    with a ValueError being an InputFileError naming it (``fix`` says what to do) or skipped and counted."""
     counts = counts if counts is not None else ReadCounts()
     name = "<stdin>" if path == "-" else path
     try:
@@ -87,24 +117,19 @@ def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False
     except OSError as e:
         raise InputFileError(f"{path}: cannot open input ({e.strerror})") from None
     try:
-        for number, (raw, utf8) in enumerate(_lines(stream, enough if fmt == "txt" else None), start=1):
+        for number, (raw, problem) in enumerate(_lines(stream, enough, max_bytes), start=1):
             counts.lines = number
             line = raw[len(_BOM):] if number == 1 and raw.startswith(_BOM) else raw
             try:
-                if not utf8:  # in the part of an over-long line that was dropped
-                    raise ValueError(NOT_UTF8)
-                text = line.decode("utf-8")
-                if fmt == "txt":
-                    yield number, text
-                    continue
-                if not text.strip():
-                    continue
-                record_id, value = _record(text, field, number)
-                yield _check_id(record_id), value
+                if problem:  # found in the part of an over-long line that was dropped
+                    raise ValueError(problem)
+                item = parse(line.decode("utf-8"), number)
+                if item is not None:
+                    yield item
             except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 why = NOT_UTF8 if isinstance(e, UnicodeDecodeError) else str(e)
                 if not skip_bad_lines:
-                    raise InputFileError(f"{name}:{number}: {why}; fix the line or pass --skip-bad-lines") from None
+                    raise InputFileError(f"{name}:{number}: {why}; {fix}") from None
                 counts.skipped += 1
                 if counts.first_skipped is None:
                     counts.first_skipped = number
@@ -113,20 +138,27 @@ def read_texts(path: str, field: str | None = None, skip_bad_lines: bool = False
             stream.close()
 
 
-def _record(text: str, field: str, default_id: int) -> tuple[Any, str]:
-    """``(record.get("id", default_id), record[field])`` of a JSONL line; ValueError naming what is wrong."""
+def _object(text: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A JSONL line's object; ValueError when it is not one, or repeats one of ``keys`` (JSON readers
+    disagree on which one counts)."""
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in pairs]
-        for key in (field, "id"):
-            if keys.count(key) > 1:
-                raise ValueError(f"the record has {keys.count(key)} {key!r} keys, and JSON readers disagree on "
+        names = [key for key, _ in pairs]
+        for key in keys:
+            if names.count(key) > 1:
+                raise ValueError(f"the record has {names.count(key)} {key!r} keys, and JSON readers disagree on "
                                  "which one counts; keep one")
         return dict(pairs)
 
     record = json.loads(text, object_pairs_hook=unique)
     if not isinstance(record, dict):
         raise ValueError(f"the line is {_JSON_TYPES.get(type(record).__name__, 'a JSON value')}, not an object "  # noqa: TRY004
-                         f"with a {field!r} field")
+                         f"with a {keys[0]!r} field")
+    return record
+
+
+def _record(text: str, field: str, default_id: int) -> tuple[Any, str]:
+    """``(record.get("id", default_id), record[field])`` of a JSONL line; ValueError naming what is wrong."""
+    record = _object(text, (field, "id"))
     if field not in record:
         raise ValueError(f"no {field!r} field in the record (choose one with --field; it names a top-level key)")
     value = record[field]
@@ -137,18 +169,27 @@ def _record(text: str, field: str, default_id: int) -> tuple[Any, str]:
 
 class _Line:
     """The line being read: its bytes up to the point ``enough`` says decides its vector, and whether
-    the bytes dropped after that point are UTF-8 (checked as they pass, never kept)."""
+    the bytes dropped after that point are UTF-8 (checked as they pass, never kept);
+    with ``max_bytes``, a longer line is dropped whole and reported."""
 
-    def __init__(self, enough: Callable[[str], bool] | None) -> None:
+    def __init__(self, enough: Callable[[str], bool] | None, max_bytes: int | None) -> None:
         self.kept = bytearray()
         self.enough = enough
+        self.max_bytes = max_bytes
         self.next_check = KEEP_CHECK
         self.rest: codecs.IncrementalDecoder | None = None  # set once the rest is dropped
-        self.utf8 = True
+        self.problem: str | None = None  # why the line is bad, found while dropping its bytes
 
     def add(self, data: bytes) -> None:
         if self.rest is not None:
             self._check_rest(data)
+            return
+        if self.problem:
+            return
+        if self.max_bytes is not None and len(self.kept) + len(data) > self.max_bytes:
+            self.problem = (f"the record is over {self.max_bytes >> 20} MiB (JSON records are read whole); split its "
+                            "text, or use a .txt file, whose long lines are cut")
+            self.kept = bytearray()
             return
         self.kept += data
         if self.enough is None or len(self.kept) < self.next_check:
@@ -168,19 +209,20 @@ class _Line:
             self._check_rest(tail)
 
     def _check_rest(self, data: bytes, final: bool = False) -> None:
-        if self.utf8 and self.rest is not None:
+        if self.problem is None and self.rest is not None:
             try:
                 self.rest.decode(data, final)
             except UnicodeDecodeError:
-                self.utf8 = False
+                self.problem = NOT_UTF8
 
-    def finish(self) -> tuple[bytes, bool]:
+    def finish(self) -> tuple[bytes, str | None]:
         self._check_rest(b"", final=True)
-        return bytes(self.kept), self.utf8
+        return bytes(self.kept), self.problem
 
 
-def _lines(stream: IO[bytes], enough: Callable[[str], bool] | None) -> Iterator[tuple[bytes, bool]]:
-    """``(line, rest_is_utf8)`` for each line of ``stream``, without its end (``\\n``, ``\\r\\n`` or a lone
+def _lines(stream: IO[bytes], enough: Callable[[str], bool] | None,
+           max_bytes: int | None) -> Iterator[tuple[bytes, str | None]]:
+    """``(line, problem)`` for each line of ``stream``, without its end (``\\n``, ``\\r\\n`` or a lone
     ``\\r``). Read by ``readline`` in pieces of at most READ_BLOCK bytes: a pipe's lines come out as they
     arrive, a short line costs one call, and a long one goes through ``_Line`` piece by piece."""
     line: _Line | None = None  # a line begun in an earlier piece
@@ -188,17 +230,17 @@ def _lines(stream: IO[bytes], enough: Callable[[str], bool] | None) -> Iterator[
     readline, limit = stream.readline, READ_BLOCK
     while piece := readline(limit):
         if line is None and not after_cr and piece[-1:] == b"\n" and b"\r" not in piece:
-            yield piece[:-1], True  # the common case: one whole line
+            yield piece[:-1], None  # the common case: one whole line
             continue
         start = 1 if after_cr and piece.startswith(b"\n") else 0
         after_cr = piece.endswith(b"\r")
         for end in _EOL.finditer(piece, start):
-            line = line or _Line(enough)
+            line = line or _Line(enough, max_bytes)
             line.add(piece[start:end.start()])
             yield line.finish()
             line, start = None, end.end()
         if start < len(piece):
-            line = line or _Line(enough)
+            line = line or _Line(enough, max_bytes)
             line.add(piece[start:])
     if line is not None:
         yield line.finish()

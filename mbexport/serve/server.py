@@ -67,9 +67,10 @@ class _Server(uvicorn.Server):
 
     uvicorn writes an answer into the connection's buffer at once and, on shutdown, closes an
     answered connection gracefully: the close waits until the client has read everything, so a
-    client that never reads held the drain (and the process) open for ever. Here a connection that
-    is answered and closing but still unflushed after ``stall`` seconds is aborted; requests still
-    being answered are waited for without limit, as before.
+    client that never reads held the drain (and the process) open for ever. Here a connection whose
+    transport is still closing (uvicorn closes only answered or idle ones) after ``stall`` seconds
+    is aborted; requests still being answered are waited for without limit, as before. Only asyncio's
+    transport API is used on uvicorn's connections.
     """
 
     def __init__(self, config: uvicorn.Config, stall: float) -> None:
@@ -89,9 +90,8 @@ class _Server(uvicorn.Server):
             await asyncio.sleep(0.1)
             now = time.monotonic()
             for connection in list(self.server_state.connections):
-                cycle, transport = getattr(connection, "cycle", None), getattr(connection, "transport", None)
-                answered = cycle is None or getattr(cycle, "response_complete", False)
-                if transport is None or not answered or not transport.is_closing():
+                transport = getattr(connection, "transport", None)
+                if transport is None or not transport.is_closing():
                     flushing_since.pop(id(connection), None)
                 elif now - flushing_since.setdefault(id(connection), now) > self.stall:
                     transport.abort()
