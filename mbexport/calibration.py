@@ -54,6 +54,7 @@ from mbexport.runtime.embedder import Embedder
 MIN_TEXTS = 64  # 8 batches: fewer texts give activation ranges that the next texts routinely exceed
 DEFAULT_LIMIT = 320  # what the figures in docs/EMBEDDER.md were calibrated on (~10 s for MiniLM on 2 cores)
 BATCH = 8  # texts per calibration batch, padded to the longest
+MAX_TEXT_BYTES = 1 << 26  # a --texts line past this (64 MiB) is refused before it is held
 SMOOTH_QUANT_ALPHA = 0.5  # share of activation range moved into the weights (see the module doc)
 OVERFLOW_FIX = "enable"  # 7-bit weights on every layer: no u8 x s8 saturation on CPUs without VNNI (module doc)
 KEPT_IN_FLOAT = ("MatMuls whose second input is not a constant (attention scores and context) and the FFN "
@@ -123,7 +124,10 @@ def read_texts_file(path: str | Path, limit: int | None = DEFAULT_LIMIT) -> list
     texts: list[str] = []
     try:
         with open(path, "rb") as f:
-            for number, raw in enumerate(f, start=1):
+            for number, raw in enumerate(iter(lambda: f.readline(MAX_TEXT_BYTES + 1), b""), start=1):
+                if len(raw) > MAX_TEXT_BYTES and not raw.endswith(b"\n"):
+                    raise InputFileError(f"{path}:{number}: the line is over {MAX_TEXT_BYTES >> 20} MiB; calibration "
+                                         "texts are like the ones you will embed, one per line")
                 try:
                     text = raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError:

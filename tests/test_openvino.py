@@ -23,8 +23,8 @@ from faker import Faker
 import mbexport
 from mbexport import Embedder, cli
 from mbexport._openvino import cpu_has_bf16
-from mbexport.calibration import MIN_TEXTS, kept_in_float
-from mbexport.errors import ArgumentError, ExportDirError, MissingExtraError
+from mbexport.calibration import MAX_TEXT_BYTES, MIN_TEXTS, kept_in_float, read_texts_file
+from mbexport.errors import ArgumentError, ExportDirError, InputFileError, MissingExtraError
 from mbexport.layout import CALIBRATED_INT8, INT8_MODEL, INT8_WEIGHTS, MODEL, read_manifest
 from mbexport.runtime.backends import COMPUTES
 from mbexport.runtime.backends.openvino import OpenVinoCpu
@@ -285,7 +285,7 @@ def test_reduced_compute_needs_an_fp32_export(minilm_dir: Path, tmp_path: Path) 
 
 
 def test_calibration_texts_are_checked(minilm_export: Path, tmp_path: Path) -> None:
-    """Too few texts, an empty file, a line that is not UTF-8, a bad --limit: refused before any work."""
+    """Too few texts, an empty file, a line that is not UTF-8 or over 64 MiB, a bad --limit: refused before any work."""
     with pytest.raises(ArgumentError, match=f"calibration needs at least {MIN_TEXTS} texts .* got 10"):
         mbexport.calibrate(minilm_export, ["some text"] * 10)
     empty = tmp_path / "empty.txt"
@@ -297,6 +297,13 @@ def test_calibration_texts_are_checked(minilm_export: Path, tmp_path: Path) -> N
     result = run_mbexport("calibrate", str(minilm_export), "--texts", str(latin1))
     assert result.returncode == 1
     assert result.stderr.decode().strip() == f"error: {latin1}:3: not valid UTF-8; calibration texts are UTF-8, one per line"
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as f:
+        f.write(b"first text\n")
+        for _ in range((MAX_TEXT_BYTES >> 20) + 1):
+            f.write(b"word " * ((1 << 20) // 5 + 1))
+    with pytest.raises(InputFileError, match=f"{huge}:2: the line is over 64 MiB"):
+        read_texts_file(huge)  # refused after reading 64 MiB of it, never the whole line
     result = run_mbexport("calibrate", str(minilm_export), "--texts", str(empty), "--limit", "8")
     assert result.returncode == 2 and f"limit (--limit) must be an integer >= {MIN_TEXTS}".encode() in result.stderr
     assert CALIBRATED_INT8 not in read_manifest(minilm_export)
