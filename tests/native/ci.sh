@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI's native step (.ci/run calls it after pytest): an ASan+UBSan build of the C++ core with its
+# CI's native step (.ci/run runs it beside the installs): an ASan+UBSan build of the C++ core with its
 # C++ tests (ctest) and the tokenizer fuzz driver, then a bounded fuzz run. Exits non-zero on any
 # failed check, sanitizer report (ASan aborts; UBSan is built without recovery) or fuzz crash.
 #   tests/native/ci.sh [fuzz_seconds=45]     (MBEXPORT_FUZZ_SEED fixes the fuzz seed)
