@@ -54,7 +54,7 @@ def calibrated_export(minilm_export: Path, minilm_dir: Path, tmp_path_factory: p
                       quick: bool) -> tuple[Path, dict[str, Any]]:
     """A copy of ``minilm_export`` with its calibrated int8 model, and how it was made: ``mbexport.calibrate``
     on 320 texts (64 with --quick) of a seed no suite times, once per run, never timed by a benchmark."""
-    from test_bench_embed import CALIBRATION_SEED, CALIBRATION_TEXTS, mixed_texts
+    from workloads import CALIBRATION_SEED, CALIBRATION_TEXTS, mixed_texts
 
     import mbexport
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from test_bench_embed import CALIBRATION_SEED, CALIBRATION_TEXTS, LIMIT_MAX_LENGTH, LIMIT_SEED, mixed_texts
+from workloads import CALIBRATION_SEED, CALIBRATION_TEXTS, LIMIT_MAX_LENGTH, LIMIT_SEED, mixed_texts
 
 
 def best_of(fn: Callable[[], Any], rounds: int = 2) -> float:

@@ -31,7 +31,6 @@ same texts through its padded and its packed (``--flavor packed``) export, the p
 from __future__ import annotations
 
 import json
-import random
 import resource
 import shutil
 import time
@@ -41,6 +40,7 @@ from typing import Any
 import numpy as np
 import pytest
 from peers import optimum_export, run_timed
+from workloads import LIMIT_MAX_LENGTH, LIMIT_SEED, mixed_texts
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -49,24 +49,6 @@ MAX_LENGTH = 128
 THREADS = 2
 RESULTS: dict[str, float] = {}
 RESULTS_VECTORS: dict[str, np.ndarray] = {}  # vectors of each engine, for cosine figures
-LOCALES = ["en_US", "de_DE", "fr_FR", "es_ES", "ru_RU", "zh_CN", "ja_JP", "it_IT", "pl_PL", "pt_BR"]
-
-
-def mixed_texts(n: int, vocab_file: Path, seed: int = 0) -> list[str]:
-    """``n`` texts: 40% one sentence, 35% a few, 18% a paragraph, 7% long (truncated at 128 tokens).
-
-    Faker's multilingual paragraphs when faker is installed, else words drawn from the vocab.
-    """
-    rng = random.Random(seed)
-    sizes = [1 if r < 0.40 else 3 if r < 0.75 else 8 if r < 0.93 else 20 for r in (rng.random() for _ in range(n))]
-    try:
-        from faker import Faker
-    except ImportError:
-        words = [w for w in vocab_file.read_text(encoding="utf-8").split() if w.isalpha() and len(w) > 2]
-        return [" ".join(rng.choices(words, k=12 * s)) + "." for s in sizes]
-    fake = Faker(LOCALES)
-    fake.seed_instance(seed)
-    return [fake.paragraph(nb_sentences=s) for s in sizes]
 
 
 @pytest.fixture(scope="module")
@@ -196,10 +178,6 @@ def test_embed_iter_rss(benchmark, small_export, quick):
 # -- The CPU backend close to its limit (issue 12): against the optimum O2 pipeline, same run ------
 
 
-LIMIT_MAX_LENGTH = 256
-LIMIT_SEED = 2012  # held out: no suite or calibration uses it
-CALIBRATION_SEED = 2013  # the int8 row's calibration texts, disjoint from the timed ones
-CALIBRATION_TEXTS = 320  # 64 with --quick (mbexport.calibrate's minimum)
 PEER_BATCH = 32
 LIMIT: dict[str, Any] = {}  # the peer's seconds and vectors, our fp32 ORT vectors: for the rows run after them
 # Issue 12's goals, recorded beside the figures (never asserted: the machine is shared).

@@ -38,12 +38,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from workloads import mixed_texts
 
 httpx = pytest.importorskip("httpx")
 aiohttp = pytest.importorskip("aiohttp")
 pytest.importorskip("fastapi")
 pytest.importorskip("sentence_transformers")
-from test_bench_embed import mixed_texts  # noqa: E402 - bench/ is on sys.path; after the skips above
 
 MAX_LENGTH = 128
 THREADS = 2
