@@ -470,27 +470,43 @@ def test_stalled_clients_get_408_and_never_block_shutdown(minilm_export: Path) -
 
 def test_connections_past_max_connections_get_503_until_one_closes(minilm_export: Path) -> None:
     """Open connections are bounded (each holds memory and a descriptor): with --max-connections 2, two
-    kept-alive clients are served, a third connection's request gets 503 and is closed, and once one of
-    the two closes, a new connection is served again (uvicorn counts connections when a request arrives,
-    and notices a close asynchronously: hence the retries)."""
+    kept-alive clients are served, a third connection's request gets 503 in its protocol's JSON error shape
+    and is closed, and once one of the two closes, a new connection is served again (the count is taken
+    when a request arrives, and a close is noticed asynchronously: hence the retries)."""
     srv = Server(minilm_export, "--max-connections", "2")
-    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 
-    def status(sock: socket.socket) -> bytes:
+    def status(sock: socket.socket, request: bytes = health) -> bytes:
         sock.sendall(request)
         reply = b""
         while b"\r\n\r\n" not in reply:
             reply += sock.recv(4096)
         return reply.split(b" ", 2)[1]
 
+    def refused(request: bytes) -> tuple[dict[bytes, bytes], dict]:
+        """A third connection's answer to ``request`` (headers, JSON body), read until the server closes it."""
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as third:
+            third.sendall(request)
+            reply = b""
+            while chunk := third.recv(4096):  # the server closes it after the 503
+                reply += chunk
+        head, body = reply.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        assert lines[0].split(b" ", 2)[1] == b"503", reply
+        return dict(line.lower().split(b": ", 1) for line in lines[1:]), json.loads(body)
+
     try:
         first, second = (socket.create_connection(("127.0.0.1", srv.port), timeout=30) for _ in range(2))
         with first, second:
             assert status(first) == status(second) == b"200"  # kept alive: both stay open
-            with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as third:
-                assert status(third) == b"503"
-                while third.recv(4096):  # the server closes it after the 503
-                    pass
+            headers, tei = refused(health)
+            assert headers[b"connection"] == b"close" and headers[b"retry-after"] == b"1"
+            assert tei["error_type"] == "Unhealthy" and "--max-connections" in tei["error"]
+            body = b'{"input": "a"}'
+            _, openai = refused(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            assert openai["error"]["code"] == "too_many_connections" and "retry" in openai["error"]["message"]
+            assert status(second) == b"200"  # the refusals cost the open connections nothing
             first.close()
             deadline = time.monotonic() + 30
             while True:  # the server notices the close asynchronously

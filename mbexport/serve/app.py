@@ -68,7 +68,7 @@ class ServeLimits:
     max_body_bytes: int = 16 * 1024 * 1024  # request body (413 beyond)
     auto_truncate: bool = False  # truncate over-long texts unless a request says otherwise
     body_timeout: float = 30.0  # seconds a request body may stall before 408 (and an unread answer may hold a drain)
-    max_connections: int = 1024  # open connections served at once; requests on more get 503 (uvicorn's, plain text)
+    max_connections: int = 1024  # open connections served at once; requests on more get 503 and are closed
 
     def __post_init__(self) -> None:
         for name, option in (("max_inputs", "--max-inputs"), ("max_body_bytes", "--max-body-bytes"),
@@ -126,8 +126,11 @@ def check_limits(limits: ServeLimits, batch_limits: BatchLimits) -> None:
 
 
 def create_app(embedders: dict[str, Embedder], limits: ServeLimits = DEFAULT_LIMITS,
-               batch_limits: BatchLimits = DEFAULT_BATCH_LIMITS) -> Starlette:
-    """The service over ``embedders`` (name -> Embedder; the first is the default model)."""
+               batch_limits: BatchLimits = DEFAULT_BATCH_LIMITS,
+               open_connections: Callable[[], int] | None = None) -> Starlette:
+    """The service over ``embedders`` (name -> Embedder; the first is the default model).
+    ``open_connections``: the server's count of open connections (the requesting one included); a request
+    arriving while it is over ``limits.max_connections`` is answered 503 and its connection closed."""
     if not embedders:
         raise ValueError("create_app needs at least one Embedder")
     check_limits(limits, batch_limits)
@@ -182,16 +185,44 @@ def create_app(embedders: dict[str, Embedder], limits: ServeLimits = DEFAULT_LIM
             message = f"no endpoint {method} {path}; this server answers {ENDPOINTS}"
         headers = {"Allow": allowed} if allowed else None
         metrics.requests.labels("other", str(status)).inc()
-        refusal = ApiError(status, message, headers=headers)
-        openai_like = path.startswith("/v1") or path.rstrip("/").endswith("/embeddings")  # e.g. base_url without /v1
-        return refusal.openai() if openai_like else refusal.tei()
+        return _in_shape(ApiError(status, message, headers=headers), path)
 
     routes = [Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/embed", embed, methods=["POST"]),
               Route("/", embed, methods=["POST"]), Route("/health", health, methods=["GET"]),
               Route("/info", info, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"])]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: refuse})
     app.router.redirect_slashes = False  # a redirect would echo the client's Host header; 404 names the path
+    if open_connections is not None:
+        app.add_middleware(_ConnectionLimit, open_connections=open_connections, limit=limits.max_connections,
+                           metrics=metrics)
     return app
+
+
+class _ConnectionLimit:
+    """ASGI middleware: a request arriving while more than ``limit`` connections are open is answered 503 in
+    the protocol's JSON shape and its connection closed (uvicorn's own limit answers plain text, which neither
+    protocol's clients read)."""
+
+    def __init__(self, app: Any, open_connections: Callable[[], int], limit: int, metrics: Metrics) -> None:
+        self.app, self.open_connections, self.limit, self.metrics = app, open_connections, limit, metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.open_connections() <= self.limit:
+            await self.app(scope, receive, send)
+            return
+        self.metrics.requests.labels("other", "503").inc()
+        refusal = ApiError(503, f"this server holds at most {self.limit} open connections (--max-connections) and "
+                           "all are open; retry, or reuse a kept-alive connection", kind="server_error",
+                           code="too_many_connections",
+                           headers={"Connection": "close", "Retry-After": str(RETRY_AFTER_SECONDS)})
+        await _in_shape(refusal, scope["path"])(scope, receive, send)
+
+
+def _in_shape(refusal: ApiError, path: str) -> JSONResponse:
+    """A refusal outside the endpoints' own handling, in the shape of the protocol ``path`` belongs to: OpenAI's
+    for ``/v1...`` and ``.../embeddings`` (e.g. a base_url without /v1), TEI's for the rest."""
+    openai_like = path.startswith("/v1") or path.rstrip("/").endswith("/embeddings")
+    return refusal.openai() if openai_like else refusal.tei()
 
 
 # -- request handling ----------------------------------------------------------------------

@@ -43,11 +43,11 @@ def load_embedders(export_dirs: Sequence[Path], names: Sequence[str], **embedder
 def run(embedders: dict[str, Embedder], host: str, port: int, limits: ServeLimits, batch_limits: BatchLimits,
         log_level: str = "info", access_log: bool = False) -> None:
     """Serve until a signal, then drain; returns after a graceful shutdown."""
-    app = create_app(embedders, limits, batch_limits)
-    # uvicorn answers 503 once open connections reach limit_concurrency, the requesting one included.
+    # The app answers 503 past --max-connections from the server's own count (``server`` is bound below,
+    # before any connection is accepted).
+    app = create_app(embedders, limits, batch_limits, open_connections=lambda: len(server.server_state.connections))
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                            lifespan="on", timeout_graceful_shutdown=None, server_header=False,
-                            limit_concurrency=limits.max_connections + 1)
+                            lifespan="on", timeout_graceful_shutdown=None, server_header=False)
     server = _Server(config, stall=limits.body_timeout)
     previous = signal.signal(signal.SIGTERM, _drained)
     try:
