@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mbexport import jsonfiles
 from mbexport.errors import ExportDirError
 from mbexport.semantics import EmbeddingSemantics
 from mbexport.spec import is_int, sha256_files
@@ -89,8 +90,8 @@ def read_manifest(export_dir: Path) -> dict[str, Any]:
         raise ExportDirError(f"{export_dir} is missing {', '.join(missing)}; re-run mbexport convert to rebuild it")
     path = export_dir / MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        manifest = jsonfiles.read(path)
+    except ValueError as e:
         raise ExportDirError(f"{path} is not valid JSON ({e}); re-run mbexport convert") from None
     except OSError as e:
         raise ExportDirError(f"{path} cannot be read ({e.strerror}); check its permissions") from None
@@ -218,7 +219,7 @@ class _VerifiedCache:
     def load(cls) -> _VerifiedCache:
         path = mbexport_home() / "verified.json"
         try:
-            keys = json.loads(path.read_text(encoding="utf-8")).get("verified", [])
+            keys = jsonfiles.read(path).get("verified", [])
         except (OSError, ValueError, AttributeError):
             keys = []
         return cls(path, [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else [])

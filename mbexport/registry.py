@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mbexport import jsonfiles
 from mbexport.errors import ExportError
 from mbexport.layout import is_export, mbexport_home
 
@@ -60,7 +61,7 @@ def exports_of(slug: str) -> list[Path]:
 def _read(path: Path) -> dict[str, Any]:
     """The records, or none when the registry is missing or unreadable (it is only an index)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = jsonfiles.read(path)
     except (OSError, ValueError):
         return {}
     records = data.get("exports") if isinstance(data, dict) else None

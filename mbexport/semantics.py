@@ -25,11 +25,11 @@ convert time: an export never claims a meaning its Embedder would silently get w
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mbexport import jsonfiles
 from mbexport.errors import CheckpointFormatError
 
 __all__ = ["DEFAULT", "EmbeddingSemantics", "export_semantics", "read_semantics", "resolve",
@@ -143,7 +143,7 @@ def resolve(semantics: EmbeddingSemantics, pooling: str | None, normalize: bool 
 
 def _read(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return jsonfiles.read(path)
     except OSError as e:
         raise CheckpointFormatError(f"{path} cannot be read ({e.strerror}); sentence-transformers needs it") from None
     except ValueError as e:

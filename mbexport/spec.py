@@ -31,7 +31,6 @@ Sources translate their own names into this scheme with ``canonical_name``. The 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mbexport import jsonfiles
 from mbexport.errors import CheckpointFormatError, ShapeError
 from mbexport.heads import HEADS, head_shapes, optional_shapes
 from mbexport.semantics import DEFAULT, EmbeddingSemantics
@@ -357,11 +357,12 @@ def sha256_files(paths: list[Path]) -> str:
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = jsonfiles.read(path)
     except FileNotFoundError:
         raise CheckpointFormatError(f"{path} is missing: the checkpoint needs it next to its weights") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except OSError as e:
+        raise CheckpointFormatError(f"{path} cannot be read ({e.strerror}); check the checkpoint's files") from None
+    except ValueError as e:
         raise CheckpointFormatError(f"{path} is not valid JSON ({e}); re-download or fix the file") from None
     if not isinstance(data, dict):
         raise CheckpointFormatError(f"{path} does not hold a JSON object")

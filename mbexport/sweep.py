@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mbexport import jsonfiles
 from mbexport.catalog import (
     EARLYBERTS_SEEDS,
     EARLYBERTS_STEPS,
@@ -387,10 +388,13 @@ def read_rows(manifest: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise SweepError(f"{manifest}:{number} is not JSON; it was edited by hand? "
-                             "fix or delete the line") from None
+            row = jsonfiles.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            raise SweepError(f"{manifest}:{number} is not a JSON object; it was edited by hand? "
+                             "fix or delete the line")
+        rows.append(row)
     return rows
 
 

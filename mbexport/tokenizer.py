@@ -24,7 +24,7 @@ from typing import Any, cast, overload
 
 import numpy as np
 
-from mbexport import _native
+from mbexport import _native, jsonfiles
 from mbexport.errors import TokenizerInputError, VocabError
 from mbexport.layout import SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, VOCAB
 from mbexport.sources.tokenizer_json import read_tokenizer_json
@@ -193,9 +193,14 @@ class WordPieceTokenizer:
                 f = path / name
                 if f.is_file():
                     try:
-                        config.update(json.loads(f.read_text(encoding="utf-8")))
-                    except (ValueError, UnicodeDecodeError) as e:
+                        part = jsonfiles.read(f)
+                    except OSError as e:
+                        raise VocabError(f"{f} cannot be read ({e.strerror}); check its permissions") from None
+                    except ValueError as e:
                         raise VocabError(f"{f} is not valid JSON ({e}); fix or delete it") from None
+                    if not isinstance(part, dict):
+                        raise VocabError(f"{f} holds a JSON {type(part).__name__}, not an object; fix or delete it")
+                    config.update(part)
         elif path.is_file():
             vocab_file, config = path, {}
             if path.suffix == ".json":

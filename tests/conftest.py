@@ -78,6 +78,23 @@ def run_mbexport(*args: str, env: dict[str, str] | None = None, **kwargs) -> sub
     return subprocess.run([MBEXPORT, *args], env={**os.environ, **(env or {})}, check=False, **kwargs)
 
 
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int | None = None) -> str:
+    """A failed console-script run whose stderr is one line, ``error: ...``, containing each of ``needles``
+    (and exit ``code`` when given). An internal error is refused too: it is an exception nobody turned into
+    a message, one line or not. Returns the line."""
+    err = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+    assert result.returncode != 0, err
+    if code is not None:
+        assert result.returncode == code, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert not lines[0].startswith("error: internal error"), err
+    for needle in needles:
+        assert needle in lines[0], err
+    return lines[0]
+
+
 ARCHITECTURES = {
     "base": "BertModel",
     "pretraining": "BertForPreTraining",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import MBEXPORT, TINY_CONFIG, run_mbexport, write_hf_cache, write_tiny_checkpoint
+from conftest import MBEXPORT, TINY_CONFIG, assert_one_line_error, run_mbexport, write_hf_cache, write_tiny_checkpoint
 
 pytest.importorskip("torch")
 
@@ -96,11 +96,8 @@ def test_info_and_parity_commands(existing_export, multiberts_cache, tmp_path):
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess[str], pattern: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert pattern.lower() in lines[0].lower(), lines[0]
+    line = assert_one_line_error(result)
+    assert pattern.lower() in line.lower(), line
 
 
 @pytest.mark.parametrize(("args", "pattern"), [

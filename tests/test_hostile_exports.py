@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_CONFIG, run_mbexport, write_tiny_checkpoint
+from conftest import TINY_CONFIG, assert_one_line_error, run_mbexport, write_tiny_checkpoint
 
 from mbexport import Embedder
 from mbexport.errors import ArgumentError, ExportDirError, ExportError, MbexportError, OutputFileError
@@ -65,18 +65,6 @@ def tree(directory: Path) -> dict[str, str]:
     """Every entry under ``directory`` (hidden ones too) with its content hash."""
     return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
             for p in sorted(directory.rglob("*"))}
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int | None = None) -> None:
-    err = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
-    assert result.returncode != 0, err
-    if code is not None:
-        assert result.returncode == code, err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], err
 
 
 def rewrite_file(export: Path, name: str, data: bytes) -> None:
@@ -289,7 +277,9 @@ MALFORMED = {
     "manifest outputs a string": ("mbexport.json", "outputs", "'outputs' must be a list"),
     "manifest files a list": ("mbexport.json", "files", "'files' must be a dict"),
     "tokenizer_config not JSON": ("tokenizer_config.json", b"{", "tokenizer_config.json"),
+    "manifest nested too deeply": ("mbexport.json", b"[" * 100_000, "nested deeper than the JSON parser goes"),
     "tokenizer_config a list": ("tokenizer_config.json", b"[]", "tokenizer_config.json holds a JSON list"),
+    "tokenizer_config nested too deeply": ("tokenizer_config.json", b'{"a": ' * 100_000, "tokenizer_config.json"),
     "special_tokens_map a list": ("special_tokens_map.json", b"[\"[UNK]\"]", "special_tokens_map.json holds a JSON list"),
     "garbage model.onnx": ("model.onnx", b"\x08\x07garbage" * 50, "onnxruntime could not load it"),
     "empty model.onnx": ("model.onnx", b"", "onnxruntime could not load it"),
@@ -360,7 +350,8 @@ def test_bad_embedder_arguments_raise_our_value_errors(export: Path, kwargs: dic
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize(("content", "needle"), [(b"{oops", "not valid JSON"), (b"[1]", "not an object")])
+@pytest.mark.parametrize(("content", "needle"), [(b"{oops", "not valid JSON"), (b"[1]", "not an object"),
+                                                  (b"[" * 100_000, "nested deeper than the JSON parser goes")])
 def test_malformed_checkpoint_tokenizer_config_is_refused(tiny_ckpt: Path, tmp_path: Path, content: bytes,
                                                           needle: str) -> None:
     ckpt = Path(shutil.copytree(tiny_ckpt, tmp_path / "ckpt"))
@@ -476,6 +467,19 @@ def test_jsonl_ids_that_json_cannot_hold_are_refused(export: Path, tmp_path: Pat
 
     rows = [json.loads(line, parse_constant=strict) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["a", 1.5]
+
+
+def test_jsonl_line_nested_too_deeply_is_a_bad_line(export: Path, tmp_path: Path) -> None:
+    """JSON nested past the parser's depth is refused like any malformed line (named, skippable), not a crash."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"text": "x"}\n' + b'{"text": ' * 100_000 + b'\n{"text": "y"}\n')
+    out = tmp_path / "o.npy"
+    result = run_mbexport("embed", str(export), str(src), "--out", str(out))
+    assert_one_line_error(result, "in.jsonl:2:", "nested deeper", "--skip-bad-lines")
+    assert not out.exists()
+    result = run_mbexport("embed", str(export), str(src), "--out", str(out), "--skip-bad-lines")
+    assert result.returncode == 0, result.stderr.decode()
+    np.testing.assert_allclose(np.load(out), Embedder(export).embed(["x", "y"]), atol=1e-6)
 
 
 def test_non_finite_embeddings_never_reach_jsonl(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import TINY_CONFIG, load_fixture_module, run_mbexport, tiny_vocab
+from conftest import TINY_CONFIG, assert_one_line_error, load_fixture_module, run_mbexport, tiny_vocab
 from safetensors.numpy import save_file
 
 from mbexport.errors import CheckpointFormatError, SourceNotFoundError, UnsafeCheckpointError
@@ -678,7 +678,25 @@ CLI_CASES: dict[str, Callable[..., Path]] = {
     "index-escape": lambda tc, tmp: _sharded(tc(head="base", fmt="safetensors"),
                                              ("model-00001-of-00002.safetensors", "../escape.safetensors")),
     "safetensors-shape": lambda tc, tmp: _overflowing_dir(tmp),
+    # JSON nested past the parser's depth (it raises RecursionError), and a JSON file past any config's size
+    "config-nested": lambda tc, tmp: _write(tc(head="base", fmt="safetensors") / "config.json", b"[" * 100_000),
+    "config-64mib": lambda tc, tmp: _sparse(tc(head="base", fmt="safetensors") / "config.json", (64 << 20) + 1),
+    "header-nested": lambda tc, tmp: _write(_hf_dir(tmp / "nested") / "model.safetensors",
+                                            struct.pack("<Q", 50_000) + b"[" * 50_000),
 }
+
+
+def _write(path: Path, data: bytes) -> Path:
+    """Writes ``data`` over ``path``; returns its directory."""
+    path.write_bytes(data)
+    return path.parent
+
+
+def _sparse(path: Path, size: int) -> Path:
+    """Makes ``path`` a file of ``size`` zero bytes (sparse: nothing is written); returns its directory."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path.parent
 
 
 @pytest.mark.parametrize("case", CLI_CASES)
@@ -687,8 +705,5 @@ def test_cli_refuses_hostile_checkpoint_in_one_line(tiny_checkpoint, tmp_path: P
     out = tmp_path / "export"
     result = run_mbexport("convert", str(source), "--out", str(out), text=True, preexec_fn=_cap_memory,
                           env={"MBEXPORT_HOME": str(tmp_path / "home"), "OPENBLAS_NUM_THREADS": "1"})
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert_one_line_error(result)
     assert not out.exists()

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import transformers
-from conftest import run_mbexport, write_tiny_checkpoint
+from conftest import assert_one_line_error, run_mbexport, write_tiny_checkpoint
 from sentence_transformers import SentenceTransformer
 
 from mbexport import Embedder
@@ -39,9 +40,8 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 def assert_one_line_failure(code: int, stderr: str, pattern: str) -> None:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert code != 0 and len(lines) == 1 and lines[0].startswith("error: "), stderr
-    assert pattern.lower() in lines[0].lower(), lines[0]
+    line = assert_one_line_error(subprocess.CompletedProcess([], code, "", stderr))
+    assert pattern.lower() in line.lower(), line
 
 
 def multilingual_texts() -> list[str]:
@@ -208,6 +208,7 @@ def test_unreproducible_sentence_transformers_chain_is_refused(tmp_path, pooling
     (lambda d: (d / "config_sentence_transformers.json").write_text(json.dumps(
         {"prompts": {"query": "query: ", "passage": ""}, "default_prompt_name": "query"})),
      "default_prompt_name 'query'"),
+    (lambda d: (d / "modules.json").write_text("[" * 100_000), "modules.json is not valid JSON (it is nested deeper"),
 ])
 def test_sentence_transformers_settings_mbexport_cannot_mean_are_refused(tmp_path, edit, pattern):
     """A module order, max_seq_length or default prompt that would make the export mean something else

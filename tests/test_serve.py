@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import MBEXPORT, run_mbexport
+from conftest import MBEXPORT, assert_one_line_error, run_mbexport
 
 from mbexport import Embedder
 
@@ -521,10 +521,7 @@ def test_connections_past_max_connections_get_503_until_one_closes(minilm_export
 
 def test_invalid_export_fails_fast(tmp_path: Path) -> None:
     result = run_mbexport("serve", str(tmp_path), "--port", "9")
-    assert result.returncode != 0
-    lines = result.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path) in lines[0]
-    assert "mbexport convert" in lines[0]
+    assert_one_line_error(result, str(tmp_path), "mbexport convert")
 
 
 @pytest.mark.parametrize(("options", "named"), [
@@ -541,7 +538,4 @@ def test_invalid_export_fails_fast(tmp_path: Path) -> None:
 def test_bad_serve_options_fail_fast(minilm_export: Path, options: list[str], named: str) -> None:
     """A limit that cannot work is one usage line and exit 2, before anything loads or listens."""
     result = run_mbexport("serve", str(minilm_export), "--port", "0", *options, timeout=60)
-    lines = result.stderr.decode().strip().splitlines()
-    assert result.returncode == 2, lines
-    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0]
-    assert "internal error" not in lines[0]
+    assert_one_line_error(result, named, code=2)

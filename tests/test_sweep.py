@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MBEXPORT, run_mbexport
+from conftest import MBEXPORT, assert_one_line_error, run_mbexport
 from research_fixture import offline_env, write_dataset, write_research_cache
 
-from mbexport.errors import CatalogError
+from mbexport.errors import CatalogError, SweepError
 from mbexport.sweep import grid, read_rows
 
 pytest.importorskip("torch")
@@ -35,12 +35,13 @@ def rows(out: Path) -> dict[str, dict]:
     return {row["key"]: row for row in read_rows(out / "sweep.jsonl")}
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *patterns: str) -> None:
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for pattern in patterns:
-        assert pattern in lines[0], lines[0]
+@pytest.mark.parametrize("line", [b"{oops", b"[1, 2]", b'"a row"', b"[" * 100_000])
+def test_a_manifest_line_that_is_not_an_object_is_named(tmp_path: Path, line: bytes) -> None:
+    """A hand-edited sweep.jsonl: the line is named (nesting past the parser's depth included), never a crash."""
+    manifest = tmp_path / "sweep.jsonl"
+    manifest.write_bytes(b'{"key": "a", "status": "done"}\n' + line + b"\n")
+    with pytest.raises(SweepError, match="sweep.jsonl:2 is not a JSON object"):
+        read_rows(manifest)
 
 
 def test_grid_resolves_through_the_catalogue():

@@ -215,6 +215,22 @@ def test_refuses_what_is_not_bert_wordpiece(tmp_path: Path, change: dict, messag
         WordPieceTokenizer.from_pretrained(path)
 
 
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("tokenizer.json", b'{"model": ' * 100_000, "is not valid JSON (it is nested deeper than the JSON parser goes)"),
+    ("tokenizer_config.json", b"[1]", "holds a JSON list, not an object"),
+    ("special_tokens_map.json", b"[" * 100_000, "is not valid JSON (it is nested deeper than the JSON parser goes)"),
+])
+def test_hostile_tokenizer_files_are_one_line_errors(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    """Beside a vocab.txt (or alone, for tokenizer.json): nesting past the parser's depth, or a config that is
+    not an object, is a VocabError naming the file, never a RecursionError or TypeError."""
+    if name != "tokenizer.json":
+        (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\n", encoding="utf-8")
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(VocabError, match="^[^\n]*$") as info:
+        WordPieceTokenizer.from_pretrained(tmp_path)
+    assert str(tmp_path / name) in str(info.value) and message in str(info.value)
+
+
 def test_reads_specials_and_options(tmp_path: Path) -> None:
     """Specials from the post-processor and added tokens; options from the BertNormalizer."""
     data = _wordpiece_json(tmp_path)

@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from mbexport import jsonfiles
 from mbexport.errors import CheckpointFormatError, ExportDirError, ExportError, ExportLockedError
 from mbexport.export.build import BuiltModel
 from mbexport.layout import (
@@ -305,8 +306,8 @@ def _read_optional_json(path: Path | None) -> dict[str, Any]:
     if path is None or not path.exists():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        data = jsonfiles.read(path)
+    except ValueError as e:  # not JSON, not UTF-8, too deep or too large
         raise CheckpointFormatError(f"{path} is not valid JSON ({e}); fix or delete it") from None
     if not isinstance(data, dict):
         raise CheckpointFormatError(f"{path} holds a JSON {type(data).__name__}, not an object; fix or delete it")

@@ -24,7 +24,6 @@ Embedder reads ``last_hidden_state`` / ``pooler_output`` and pools on the host, 
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from mbexport import _native
+from mbexport import _native, jsonfiles
 from mbexport.arguments import check_int
 from mbexport.errors import ArgumentError, ExportDirError, MbexportError, TokenizerInputError
 from mbexport.layout import (
@@ -349,7 +348,7 @@ def _json_object(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = jsonfiles.read(path)
     except (OSError, ValueError) as e:
         raise ExportDirError(f"{path} cannot be read as JSON ({e}); re-run mbexport convert") from None
     if not isinstance(data, dict):

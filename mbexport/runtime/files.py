@@ -38,6 +38,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from mbexport import jsonfiles
 from mbexport.errors import InputFileError, OutputFileError
 
 NPY_HEADER_BYTES = 128  # magic + version + length + dict, padded: room for any 2-D float32 shape
@@ -149,7 +150,7 @@ def _object(text: str, keys: tuple[str, ...]) -> dict[str, Any]:
                                  "which one counts; keep one")
         return dict(pairs)
 
-    record = json.loads(text, object_pairs_hook=unique)
+    record = jsonfiles.loads(text, object_pairs_hook=unique)
     if not isinstance(record, dict):
         raise ValueError(f"the line is {_JSON_TYPES.get(type(record).__name__, 'a JSON value')}, not an object "  # noqa: TRY004
                          f"with a {keys[0]!r} field")

@@ -22,7 +22,6 @@ any tensor is read and reported with the file's name, and bfloat16 needs no torc
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 import struct
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from mbexport import jsonfiles
 from mbexport.errors import CheckpointFormatError
 from mbexport.families import ModelFamily, detect_family
 from mbexport.semantics import read_semantics, sentence_transformers_files
@@ -125,8 +125,8 @@ def load_safetensors(path: Path) -> dict[str, np.ndarray]:
         if header_len > min(_MAX_HEADER, size - 8):
             raise corrupt(f"header claims {header_len} bytes but the file has {size}")
         try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            header = jsonfiles.loads(f.read(header_len))
+        except ValueError as e:
             raise corrupt(f"header is not JSON: {e}") from None
     if not isinstance(header, dict):
         raise corrupt("header is not a JSON object")

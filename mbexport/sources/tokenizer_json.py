@@ -9,12 +9,11 @@ is refused with a ``VocabError`` naming the field, rather than tokenized differe
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mbexport import _native
+from mbexport import _native, jsonfiles
 from mbexport.errors import VocabError
 
 __all__ = ["TokenizerJson", "read_tokenizer_json"]
@@ -51,7 +50,7 @@ class TokenizerJson:
 def read_tokenizer_json(path: Path) -> TokenizerJson:
     """Read ``path``; VocabError (one line, naming the field) unless it is a BERT WordPiece tokenizer."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = jsonfiles.read(path)
     except OSError as e:
         raise VocabError(f"{path} cannot be read ({e.strerror}); give a readable tokenizer.json") from None
     except (ValueError, UnicodeDecodeError) as e:
