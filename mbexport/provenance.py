@@ -15,7 +15,6 @@ checked and what could not be.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from mbexport.catalog import GOOGLE_BERT, Source
 from mbexport.errors import CatalogError
 from mbexport.sources.tf_bundle import BundleReader
 from mbexport.sources.tf_checkpoint import find_prefix, is_tf_checkpoint
-from mbexport.spec import Checkpoint
+from mbexport.spec import Checkpoint, sha256_files
 
 __all__ = ["UNCASED_VOCAB_SHA256", "identity"]
 
@@ -90,7 +89,7 @@ def identity(source: Source, checkpoint: Checkpoint) -> dict[str, Any]:
         raise CatalogError(f"--from {source.path}: vocabulary of {spec.vocab_size:,} tokens, but {source.label} "
                            f"has {known.vocab_size:,}; give a copy of that checkpoint or use --label NAME")
     if known.vocab_sha256 is not None:
-        digest = hashlib.sha256(checkpoint.vocab_file.read_bytes()).hexdigest()
+        digest = sha256_files([checkpoint.vocab_file])
         if digest != known.vocab_sha256:
             raise CatalogError(f"--from {source.path}: {checkpoint.vocab_file.name} (sha256 {digest[:12]}) is not "
                                f"the vocabulary of {source.label}; give a copy of that checkpoint or use --label NAME")

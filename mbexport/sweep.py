@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -53,6 +52,7 @@ from mbexport.errors import (
     SweepError,
 )
 from mbexport.layout import is_export, read_manifest
+from mbexport.spec import sha256_files
 
 __all__ = ["GridPoint", "SweepOptions", "SweepResult", "grid", "read_rows", "run_point", "sweep"]
 
@@ -359,7 +359,7 @@ def _with_dataset(options: SweepOptions) -> SweepOptions:
     count = sum(1 for _ in _dataset(options))
     if count == 0:
         raise SweepError(f"--embed {options.embed}: no texts in it; give a .txt or .jsonl with at least one text")
-    digest = hashlib.sha256(options.embed.read_bytes()).hexdigest()
+    digest = sha256_files([options.embed])  # streamed: the dataset may be larger than memory
     return replace(options, dataset_sha256=digest)
 
 

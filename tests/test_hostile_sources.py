@@ -31,9 +31,10 @@ from conftest import TINY_CONFIG, assert_one_line_error, load_fixture_module, ru
 from safetensors.numpy import save_file
 
 from mbexport.errors import CheckpointFormatError, SourceNotFoundError, UnsafeCheckpointError
+from mbexport.jsonfiles import MAX_FILE_BYTES
 from mbexport.parity import ParityReport, compare
 from mbexport.sources.hf_dir import load_hf_dir, load_safetensors
-from mbexport.sources.tf_bundle import BundleReader
+from mbexport.sources.tf_bundle import MAX_INDEX_BYTES, BundleReader
 from mbexport.sources.tf_checkpoint import find_prefix, load_tf_checkpoint
 from mbexport.sources.torch_pickle import load_torch_bin
 from mbexport.spec import MAX_LAYERS, UNSUPPORTED_OPTIONS, BertSpec
@@ -539,6 +540,18 @@ def test_safetensors_overlapping_tensors(tmp_path: Path) -> None:
 def test_tf_index_claiming_10_to_the_8_shards(tmp_path: Path) -> None:
     directory = _tf_claiming_shards(_tf_copy(tmp_path), 10**8)
     _assert_refused(_load_capped("load_tf_checkpoint", directory), "bert_model.ckpt.data-00001-of-100000000 is missing")
+
+
+def test_config_past_any_configs_size_is_refused_unread(tiny_checkpoint) -> None:
+    directory = _sparse(tiny_checkpoint(head="base", fmt="safetensors") / "config.json", MAX_FILE_BYTES + 1)
+    _assert_refused(_load_capped("load_hf_dir", directory), "over 64 MiB, more than any JSON config holds")
+
+
+def test_tf_index_past_any_checkpoints_size_is_refused_unread(tmp_path: Path) -> None:
+    """Under the memory cap, an index of 257 MiB (sparse: it costs no disk) is refused before it is read."""
+    directory = _tf_copy(tmp_path)
+    _sparse(directory / "bert_model.ckpt.index", MAX_INDEX_BYTES + 1)
+    _assert_refused(_load_capped("load_tf_checkpoint", directory), "more than any checkpoint's index holds")
 
 
 @pytest.mark.parametrize("source", ["hf", "tf"])

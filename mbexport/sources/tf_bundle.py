@@ -46,6 +46,8 @@ __all__ = ["DTYPE_NAMES", "BundleReader", "TensorEntry", "crc32c", "mask_crc", "
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48  # 2 BlockHandles of at most 10+10 varint bytes, padded to 40, + 8-byte magic
 BLOCK_TRAILER_SIZE = 5  # compression type byte + fixed32 masked CRC
+# An index holds one entry per tensor (BERT-large's: 40 kB); one past this is refused before it is read.
+MAX_INDEX_BYTES = 256 << 20
 
 # --------------------------------------------------------------------------------------
 # Protobuf wire format: just enough for BundleHeaderProto / BundleEntryProto.
@@ -260,10 +262,14 @@ class BundleReader:
         self.prefix = Path(prefix)
         self.index_path = Path(f"{self.prefix}.index")
         try:
-            data = self.index_path.read_bytes()
+            with open(self.index_path, "rb") as f:
+                data = f.read(MAX_INDEX_BYTES + 1)
         except FileNotFoundError:
             raise SourceNotFoundError(f"{self.index_path} does not exist: give the checkpoint prefix "
                                       "(e.g. .../bert_model.ckpt) or the directory holding it") from None
+        if len(data) > MAX_INDEX_BYTES:
+            raise CheckpointFormatError(f"{self.index_path}: over {MAX_INDEX_BYTES >> 20} MiB, more than any "
+                                        "checkpoint's index holds; re-download or re-save the checkpoint")
         self.num_shards = 1
         self.big_endian = False
         self.entries: dict[str, TensorEntry] = {}

@@ -53,6 +53,7 @@ from mbexport.spec import Checkpoint, read_json, sha256_files
 __all__ = ["find_prefix", "inspect_ckpt_table", "is_tf_checkpoint", "list_tensors", "load_tf_checkpoint"]
 
 CONFIG_FILES = ("bert_config.json", "config.json")
+STATE_FILE_BYTES = 1 << 16  # of TF's "checkpoint" state file: its first line names the latest checkpoint
 
 # Not weights: optimizer state and bookkeeping, in TF1 and TF2 spellings.
 _SKIP = re.compile(
@@ -217,7 +218,9 @@ def find_prefix(path: Path | str) -> Path:
         return path / "bert_model.ckpt"
     state = path / "checkpoint"  # TF's checkpoint state file names the latest checkpoint
     if state.is_file():
-        m = re.search(r'^model_checkpoint_path:\s*"(.+)"\s*$', state.read_text(errors="replace"), re.M)
+        with open(state, "rb") as f:  # a few lines; its first 64 kB are all that is read
+            text = f.read(STATE_FILE_BYTES).decode("utf-8", errors="replace")
+        m = re.search(r'^model_checkpoint_path:\s*"(.+)"\s*$', text, re.M)
         if m:  # only its name: the path it was saved under may be another machine's, or outside this directory
             latest = path / PurePath(m[1].replace("\\", "/")).name
             if latest != path and Path(f"{latest}.index").is_file():
