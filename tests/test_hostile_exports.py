@@ -451,16 +451,23 @@ def test_sigterm_cleans_up_like_ctrl_c(export: Path, tiny_ckpt: Path, tmp_path: 
     assert tree(export) == before
 
 
-def test_jsonl_ids_that_json_cannot_hold_are_refused(export: Path, tmp_path: Path) -> None:
-    data = b'{"id": "a", "text": "x"}\n{"id": NaN, "text": "y"}\n{"id": 1.5, "text": "z"}\n{"id": -Infinity, "text": "w"}\n'
+def refused_then_skipped(export: Path, tmp_path: Path, data: bytes, out_name: str, *needles: str) -> Path:
+    """``mbexport embed`` of ``data`` as in.jsonl: refused in one line naming line 2 and ``needles`` (nothing
+    written), then run with --skip-bad-lines. Returns the output file."""
     src = tmp_path / "in.jsonl"
     src.write_bytes(data)
-    out = tmp_path / "o.jsonl"
+    out = tmp_path / out_name
     result = run_mbexport("embed", str(export), str(src), "--out", str(out))
-    assert_one_line_error(result, "in.jsonl:2:", "NaN", "--skip-bad-lines")
+    assert_one_line_error(result, "in.jsonl:2:", *needles, "--skip-bad-lines")
     assert not out.exists()
     result = run_mbexport("embed", str(export), str(src), "--out", str(out), "--skip-bad-lines")
     assert result.returncode == 0, result.stderr.decode()
+    return out
+
+
+def test_jsonl_ids_that_json_cannot_hold_are_refused(export: Path, tmp_path: Path) -> None:
+    data = b'{"id": "a", "text": "x"}\n{"id": NaN, "text": "y"}\n{"id": 1.5, "text": "z"}\n{"id": -Infinity, "text": "w"}\n'
+    out = refused_then_skipped(export, tmp_path, data, "o.jsonl", "NaN")
 
     def strict(constant: str) -> None:
         raise AssertionError(f"{constant} in the output")
@@ -471,14 +478,8 @@ def test_jsonl_ids_that_json_cannot_hold_are_refused(export: Path, tmp_path: Pat
 
 def test_jsonl_line_nested_too_deeply_is_a_bad_line(export: Path, tmp_path: Path) -> None:
     """JSON nested past the parser's depth is refused like any malformed line (named, skippable), not a crash."""
-    src = tmp_path / "in.jsonl"
-    src.write_bytes(b'{"text": "x"}\n' + b'{"text": ' * 100_000 + b'\n{"text": "y"}\n')
-    out = tmp_path / "o.npy"
-    result = run_mbexport("embed", str(export), str(src), "--out", str(out))
-    assert_one_line_error(result, "in.jsonl:2:", "nested deeper", "--skip-bad-lines")
-    assert not out.exists()
-    result = run_mbexport("embed", str(export), str(src), "--out", str(out), "--skip-bad-lines")
-    assert result.returncode == 0, result.stderr.decode()
+    data = b'{"text": "x"}\n' + b'{"text": ' * 100_000 + b'\n{"text": "y"}\n'
+    out = refused_then_skipped(export, tmp_path, data, "o.npy", "nested deeper")
     np.testing.assert_allclose(np.load(out), Embedder(export).embed(["x", "y"]), atol=1e-6)
 
 
