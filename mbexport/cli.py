@@ -124,7 +124,7 @@ def list_catalog(
 ) -> None:
     """The checkpoint catalogue, with what is in the HF cache or exported (anywhere convert wrote it)."""
     from mbexport.catalog import entries, local_status, training_steps
-    from mbexport.converter import export_home
+    from mbexport.layout import export_home
 
     steps = None if step is None or step.lower() == "final" else training_steps(step)
     home = export_home()

@@ -44,13 +44,8 @@ class ConvertResult:
     replaced: bool = False  # ``path`` held an export before this convert replaced it
 
 
-def export_home() -> Path:
-    """Where exports go without ``--out``: $MBEXPORT_HOME/exports, default ~/.cache/mbexport/exports."""
-    return layout.mbexport_home() / "exports"
-
-
 def default_out(source: Source, head: str, flavor: str, precision: str) -> Path:
-    return export_home() / source.slug / f"{head}-{flavor}-{precision}"
+    return layout.export_home() / source.slug / f"{head}-{flavor}-{precision}"
 
 
 def convert(name: str, step: str | None = None, *, out: Path | str | None = None, head: str = "auto",

@@ -60,6 +60,11 @@ def mbexport_home() -> Path:
     return Path(os.environ.get("MBEXPORT_HOME", Path.home() / ".cache" / "mbexport"))
 
 
+def export_home() -> Path:
+    """Where exports go without ``--out``: $MBEXPORT_HOME/exports, default ~/.cache/mbexport/exports."""
+    return mbexport_home() / "exports"
+
+
 def backup_dirs(out: Path) -> list[Path]:
     """``.NAME.old-PID-NS`` exports moved aside by a two-rename swap, oldest first."""
     def stamp(path: Path) -> int:
