@@ -219,6 +219,18 @@ def test_missing_vocab_raises_vocab_error(tmp_path: Path) -> None:
         _native.read_vocab(str(tmp_path / "nope.txt"))
 
 
+def test_vocab_past_any_vocabularys_size_is_refused_unheld(tmp_path: Path) -> None:
+    """A vocab.txt over 64 MiB (sparse here), or one that never ends (/dev/zero), is refused after at most
+    64 MiB is read, never held whole."""
+    with open(tmp_path / "vocab.txt", "wb") as f:
+        f.truncate((64 << 20) + 1)
+    for path in (tmp_path / "vocab.txt", Path("/dev/zero")):
+        with pytest.raises(VocabError, match="is over 64 MiB, more than any WordPiece vocabulary"):
+            _native.read_vocab(str(path))
+    with pytest.raises(VocabError, match="is over 64 MiB"):
+        WordPieceTokenizer.from_pretrained(tmp_path)
+
+
 def test_vocab_lines_as_python_reads_them() -> None:
     assert _native.parse_vocab(b"a\r\nb\rc\n\nd") == ["a", "b", "c", "", "d"]
     assert _native.parse_vocab(b"") == []

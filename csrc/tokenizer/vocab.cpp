@@ -1,7 +1,6 @@
 #include "tokenizer/vocab.h"
 
 #include <fstream>
-#include <sstream>
 #include <unordered_map>
 
 namespace mbexport {
@@ -94,9 +93,18 @@ Status ReadVocabFile(const std::string& path, std::vector<std::string>* tokens) 
   if (!in)
     return Status(StatusCode::kIoError,
                   "vocab file " + path + " cannot be read; pass a BERT directory with vocab.txt or the vocab file itself");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ParseVocab(ss.str(), path, tokens);
+  std::string bytes;
+  std::vector<char> chunk(size_t{1} << 16);
+  while (in.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || in.gcount() > 0) {
+    if (bytes.size() + static_cast<size_t>(in.gcount()) > kMaxVocabFileBytes)
+      return Status(StatusCode::kVocabError, "vocab file " + path + " is over " +
+                                                 std::to_string(kMaxVocabFileBytes >> 20) +
+                                                 " MiB, more than any WordPiece vocabulary; pass the model's vocab.txt");
+    bytes.append(chunk.data(), static_cast<size_t>(in.gcount()));
+  }
+  if (in.bad())
+    return Status(StatusCode::kIoError, "vocab file " + path + " could not be read to its end; check the file");
+  return ParseVocab(bytes, path, tokens);
 }
 
 }  // namespace mbexport

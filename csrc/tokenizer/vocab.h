@@ -17,7 +17,10 @@ namespace mbexport {
 // Parses the bytes of a vocab file; `name` is used in messages. kVocabError on
 // invalid UTF-8 or duplicates (message names the line and the fix).
 Status ParseVocab(std::string_view bytes, const std::string& name, std::vector<std::string>* tokens);
-// Reads and parses a vocab file; kIoError when it cannot be read.
+// The most bytes a vocab file may hold: the largest WordPiece vocabularies (250k tokens) take a few MiB.
+// A longer file (a FIFO or device that never ends included) is refused before it is held whole.
+constexpr size_t kMaxVocabFileBytes = size_t{64} << 20;
+// Reads and parses a vocab file; kIoError when it cannot be read, kVocabError past kMaxVocabFileBytes.
 Status ReadVocabFile(const std::string& path, std::vector<std::string>* tokens);
 
 // Strict UTF-8 validation as Python's decoder applies it (no overlongs, no
