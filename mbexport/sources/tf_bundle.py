@@ -46,7 +46,8 @@ __all__ = ["DTYPE_NAMES", "BundleReader", "TensorEntry", "crc32c", "mask_crc", "
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48  # 2 BlockHandles of at most 10+10 varint bytes, padded to 40, + 8-byte magic
 BLOCK_TRAILER_SIZE = 5  # compression type byte + fixed32 masked CRC
-# An index holds one entry per tensor (BERT-large's: 40 kB); one past this is refused before it is read.
+# An index holds about a hundred bytes per tensor (BERT-large's, optimizer slots included, is under 1 MiB); one
+# past this is refused before it is read.
 MAX_INDEX_BYTES = 256 << 20
 
 # --------------------------------------------------------------------------------------
