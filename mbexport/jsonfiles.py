@@ -32,3 +32,17 @@ def read(path: str | Path) -> Any:
     if len(data) > MAX_FILE_BYTES:
         raise ValueError(f"the file is over {MAX_FILE_BYTES >> 20} MiB, more than any JSON config holds")
     return loads(data.decode("utf-8"))
+
+
+def read_object(path: Path, error: type[Exception], fix: str) -> dict[str, Any]:
+    """The JSON object in the file at ``path``; ``error`` (one line ending in ``fix``) when the file cannot be
+    read, is not JSON, or holds something other than an object."""
+    try:
+        data = read(path)
+    except OSError as e:
+        raise error(f"{path} cannot be read ({e.strerror}); {fix}") from None
+    except ValueError as e:
+        raise error(f"{path} is not valid JSON ({e}); {fix}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path} holds a JSON {type(data).__name__}, not an object; {fix}")
+    return data

@@ -356,14 +356,6 @@ def sha256_files(paths: list[Path]) -> str:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = jsonfiles.read(path)
-    except FileNotFoundError:
-        raise CheckpointFormatError(f"{path} is missing: the checkpoint needs it next to its weights") from None
-    except OSError as e:
-        raise CheckpointFormatError(f"{path} cannot be read ({e.strerror}); check the checkpoint's files") from None
-    except ValueError as e:
-        raise CheckpointFormatError(f"{path} is not valid JSON ({e}); re-download or fix the file") from None
-    if not isinstance(data, dict):
-        raise CheckpointFormatError(f"{path} does not hold a JSON object")
-    return data
+    if not path.exists():
+        raise CheckpointFormatError(f"{path} is missing: the checkpoint needs it next to its weights")
+    return jsonfiles.read_object(path, CheckpointFormatError, "re-download or fix the file")

@@ -192,15 +192,7 @@ class WordPieceTokenizer:
             for name in (SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG):
                 f = path / name
                 if f.is_file():
-                    try:
-                        part = jsonfiles.read(f)
-                    except OSError as e:
-                        raise VocabError(f"{f} cannot be read ({e.strerror}); check its permissions") from None
-                    except ValueError as e:
-                        raise VocabError(f"{f} is not valid JSON ({e}); fix or delete it") from None
-                    if not isinstance(part, dict):
-                        raise VocabError(f"{f} holds a JSON {type(part).__name__}, not an object; fix or delete it")
-                    config.update(part)
+                    config.update(jsonfiles.read_object(f, VocabError, "fix or delete it"))
         elif path.is_file():
             vocab_file, config = path, {}
             if path.suffix == ".json":

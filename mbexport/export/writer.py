@@ -305,13 +305,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def _read_optional_json(path: Path | None) -> dict[str, Any]:
     if path is None or not path.exists():
         return {}
-    try:
-        data = jsonfiles.read(path)
-    except ValueError as e:  # not JSON, not UTF-8, too deep or too large
-        raise CheckpointFormatError(f"{path} is not valid JSON ({e}); fix or delete it") from None
-    if not isinstance(data, dict):
-        raise CheckpointFormatError(f"{path} holds a JSON {type(data).__name__}, not an object; fix or delete it")
-    return data
+    return jsonfiles.read_object(path, CheckpointFormatError, "fix or delete it")
 
 
 def _vocab_is_uncased(vocab_file: Path) -> bool:

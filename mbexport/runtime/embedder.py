@@ -347,13 +347,7 @@ def _json_object(path: Path) -> dict[str, Any]:
     """A JSON object file of the export ({} when absent); ExportDirError when it is not one."""
     if not path.exists():
         return {}
-    try:
-        data = jsonfiles.read(path)
-    except (OSError, ValueError) as e:
-        raise ExportDirError(f"{path} cannot be read as JSON ({e}); re-run mbexport convert") from None
-    if not isinstance(data, dict):
-        raise ExportDirError(f"{path} holds a JSON {type(data).__name__}, not an object; re-run mbexport convert")
-    return data
+    return jsonfiles.read_object(path, ExportDirError, "re-run mbexport convert")
 
 
 def _model_max_length(export_dir: Path) -> int | None:

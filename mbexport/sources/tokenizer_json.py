@@ -49,14 +49,7 @@ class TokenizerJson:
 
 def read_tokenizer_json(path: Path) -> TokenizerJson:
     """Read ``path``; VocabError (one line, naming the field) unless it is a BERT WordPiece tokenizer."""
-    try:
-        data = jsonfiles.read(path)
-    except OSError as e:
-        raise VocabError(f"{path} cannot be read ({e.strerror}); give a readable tokenizer.json") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise VocabError(f"{path} is not valid JSON ({e}); re-download or fix it") from None
-    if not isinstance(data, dict):
-        raise VocabError(f"{path} does not hold a JSON object; it is not a tokenizer.json")
+    data = jsonfiles.read_object(path, VocabError, "re-download or fix it")
 
     def refuse(what: str, value: Any) -> VocabError:
         return VocabError(f"{path}: {what} is {value!r}, but mbexport reads only BERT WordPiece tokenizers "
